@@ -1,0 +1,46 @@
+//! Server configuration, shared by the CLI and by tests that run the server
+//! in-process.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    /// Requests answered or streaming at once; beyond it, 503.
+    pub max_inflight: usize,
+    /// ZIP archives streaming at once (each holds a blocking thread); beyond it, 503.
+    pub max_zip_streams: usize,
+    /// Per-client-IP requests per second (burst of the same size); beyond it, 429.
+    pub rate_per_ip: Option<NonZeroU32>,
+    /// Time a client has to send a complete request head, also the idle
+    /// keep-alive limit (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// Time a response may make no write progress before the connection is
+    /// dropped (a client that stopped reading).
+    pub stall_timeout: Duration,
+    /// How long a graceful shutdown waits for in-flight responses.
+    pub shutdown_timeout: Duration,
+    /// HMAC secret; when set every download needs a valid signed URL.
+    pub secret: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// Defaults a production server could start with.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_inflight: 1024,
+            max_zip_streams: 16,
+            rate_per_ip: None,
+            header_read_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+            secret: None,
+        }
+    }
+}

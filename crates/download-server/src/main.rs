@@ -1,0 +1,188 @@
+//! `download-server`: serve a directory, or print a signed URL.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use download_server::signing::Signer;
+use download_server::{Config, Server};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed, expiring URL for a path served by `--secret` servers.
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    /// HMAC secret for signed URLs (visible in `ps`; prefer --secret-file or
+    /// the environment variable).
+    #[arg(long, env = "DOWNLOAD_SERVER_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// File holding the HMAC secret (trailing newline ignored).
+    #[arg(long, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn load(&self) -> Result<Option<Vec<u8>>> {
+        let secret = match (&self.secret, &self.secret_file) {
+            (Some(s), _) => s.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path)
+                    .with_context(|| format!("reading secret file {}", path.display()))?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            (None, None) => return Ok(None),
+        };
+        if secret.len() < 16 {
+            bail!("the secret must be at least 16 bytes");
+        }
+        Ok(Some(secret))
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory to serve (required to serve).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port. The bound address is
+    /// printed on stdout as `listening on ADDR`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Requests answered or streaming at once; excess get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_inflight: usize,
+    /// ZIP archives streaming at once; excess get 503.
+    #[arg(long, default_value_t = 16)]
+    max_zip_streams: usize,
+    /// Requests per second per client IP (burst of the same size); excess get 429.
+    #[arg(long)]
+    rate_per_ip: Option<NonZeroU32>,
+    /// Time to send a request head; also the idle keep-alive limit.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Time a response may make no write progress before the connection drops.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stall_timeout: Duration,
+    /// How long shutdown waits for in-flight responses.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The decoded request path, e.g. "/files/reports/q3 summary.pdf".
+    path: String,
+    /// How long the URL stays valid.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Scheme and authority to prefix, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "")]
+    base: String,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+/// Characters left as-is in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn sign(args: &SignArgs) -> Result<()> {
+    let secret = args
+        .secret
+        .load()?
+        .context("sign needs --secret, --secret-file or DOWNLOAD_SERVER_SECRET")?;
+    if !(args.path.starts_with("/files/") || args.path.starts_with("/zip/")) {
+        bail!("the path must start with /files/ or /zip/");
+    }
+    let expires = (SystemTime::now() + args.ttl)
+        .duration_since(UNIX_EPOCH)?
+        .as_secs();
+    let sig = Signer::new(secret).sign(args.path.as_bytes(), expires);
+    let encoded: Vec<String> = args
+        .path
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect();
+    println!(
+        "{}{}?expires={expires}&sig={sig}",
+        args.base.trim_end_matches('/'),
+        encoded.join("/")
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received");
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let root = args
+        .root
+        .context("--root DIR is required (the directory to serve)")?;
+    let mut config = Config::new(root);
+    config.listen = args.listen;
+    config.max_inflight = args.max_inflight;
+    config.max_zip_streams = args.max_zip_streams;
+    config.rate_per_ip = args.rate_per_ip;
+    config.header_read_timeout = args.header_read_timeout;
+    config.stall_timeout = args.stall_timeout;
+    config.shutdown_timeout = args.shutdown_timeout;
+    config.secret = args.secret.load()?;
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "serving");
+    // One line on stdout that tools can wait for and parse.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::Sign(args)) => sign(&args),
+        None => tokio::runtime::Runtime::new()
+            .context("starting the tokio runtime")?
+            .block_on(serve(cli.serve)),
+    }
+}

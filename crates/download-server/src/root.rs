@@ -1,0 +1,329 @@
+//! The serving root: turning a URL path into a file that is provably inside it.
+//!
+//! Two layers, so that neither has to be perfect alone:
+//!
+//! 1. [`RelPath::from_url`] decodes the URL path exactly once and rejects
+//!    anything that is not a plain relative path (`..`, `.`, empty segments,
+//!    backslashes, NUL, malformed escapes). A double-encoded `%252e%252e` stays
+//!    the literal name `%2e%2e` and cannot traverse.
+//! 2. [`ServeRoot`] opens files with `openat2(RESOLVE_BENEATH)` relative to a
+//!    directory fd held open for the server's life, so the *kernel* refuses
+//!    any resolution — including through symlinks swapped in after a check —
+//!    that leaves the root. Where `openat2` is unavailable (kernels before 5.6,
+//!    some seccomp sandboxes) the fallback opens first and then checks what was
+//!    actually opened via `/proc/self/fd`, which is equally free of
+//!    check-then-use races.
+//!
+//! Invariant: every byte the server sends from disk comes from a file opened
+//! by [`ServeRoot::open_file`].
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+/// Why a URL path or an open was refused; each maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("malformed percent-encoding")]
+    BadEncoding,
+    #[error("path contains a forbidden character")]
+    ForbiddenChar,
+    #[error("path contains a '.', '..' or empty segment")]
+    BadSegment,
+    #[error("path escapes the serving root")]
+    Escapes,
+    #[error("not found")]
+    NotFound,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("not a directory")]
+    NotDirectory,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("I/O error: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// A validated path relative to the root: zero or more plain segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelPath {
+    bytes: Vec<u8>,
+}
+
+impl RelPath {
+    /// Decodes the part of a request path after the route prefix. The empty
+    /// string is the root itself (meaningful for directory routes only).
+    pub fn from_url(raw: &str) -> Result<Self, PathError> {
+        let decoded = percent_decode_strict(raw.as_bytes())?;
+        if decoded.is_empty() {
+            return Ok(Self { bytes: decoded });
+        }
+        if decoded.iter().any(|&b| b == 0 || b == b'\\') {
+            return Err(PathError::ForbiddenChar);
+        }
+        if decoded
+            .split(|&b| b == b'/')
+            .any(|seg| seg.is_empty() || seg == b"." || seg == b"..")
+        {
+            // Covers leading '/' (an absolute path) and '//' too.
+            return Err(PathError::BadSegment);
+        }
+        Ok(Self { bytes: decoded })
+    }
+
+    /// A path produced by walking the filesystem beneath the root (normal
+    /// components only), for re-opening it through [`ServeRoot::open_file`].
+    pub fn from_fs(rel: &Path) -> Self {
+        Self {
+            bytes: rel.as_os_str().as_bytes().to_vec(),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn as_path(&self) -> &Path {
+        if self.bytes.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(&self.bytes))
+        }
+    }
+
+    /// The last segment, for `Content-Disposition`.
+    pub fn file_name(&self) -> &[u8] {
+        self.bytes.rsplit(|&b| b == b'/').next().unwrap_or_default()
+    }
+
+    /// The decoded path as text (lossy), for signatures and logs.
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// RFC 3986 percent-decoding that refuses `%` not followed by two hex digits,
+/// which `percent_encoding` would pass through silently.
+fn percent_decode_strict(raw: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3).ok_or(PathError::BadEncoding)?;
+                let text = std::str::from_utf8(hex).map_err(|_| PathError::BadEncoding)?;
+                if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(PathError::BadEncoding);
+                }
+                out.push(u8::from_str_radix(text, 16).map_err(|_| PathError::BadEncoding)?);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The directory files are served from.
+#[derive(Debug)]
+pub struct ServeRoot {
+    dir: OwnedFd,
+    canonical: PathBuf,
+    use_openat2: bool,
+}
+
+impl ServeRoot {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let canonical = path.canonicalize()?;
+        let dir = rustix::fs::open(
+            &canonical,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut root = Self {
+            dir,
+            canonical,
+            use_openat2: true,
+        };
+        // Probe once: ENOSYS (old kernel) or EPERM (seccomp) select the fallback.
+        if let Err(e) = root.open_raw(Path::new("."), OFlags::DIRECTORY) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_errno::ENOSYS | libc_errno::EPERM)
+            ) {
+                tracing::warn!("openat2 unavailable ({e}); using the /proc/self/fd check");
+                root.use_openat2 = false;
+            }
+        }
+        Ok(root)
+    }
+
+    /// Forces the fallback path, so tests can cover it on kernels with openat2.
+    #[doc(hidden)]
+    pub fn without_openat2(mut self) -> Self {
+        self.use_openat2 = false;
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.canonical
+    }
+
+    /// Opens a regular file beneath the root (blocking: call from the blocking
+    /// pool). Never blocks on a FIFO, never acquires a controlling terminal.
+    pub fn open_file(&self, rel: &RelPath) -> Result<(File, std::fs::Metadata), PathError> {
+        if rel.is_root() {
+            return Err(PathError::NotRegular);
+        }
+        let fd = self
+            .open_raw(rel.as_path(), OFlags::NONBLOCK | OFlags::NOCTTY)
+            .map_err(map_open_error)?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(PathError::Io)?;
+        if !meta.is_file() {
+            return Err(PathError::NotRegular);
+        }
+        Ok((file, meta))
+    }
+
+    /// Checks that `rel` is a directory beneath the root and returns its real
+    /// path, for walking it.
+    pub fn open_dir(&self, rel: &RelPath) -> Result<PathBuf, PathError> {
+        let fd = self
+            .open_raw(rel.as_path(), OFlags::DIRECTORY)
+            .map_err(map_open_error)?;
+        let real = fd_path(&fd).map_err(PathError::Io)?;
+        if !self.contains(&real) {
+            return Err(PathError::Escapes);
+        }
+        Ok(real)
+    }
+
+    fn contains(&self, real: &Path) -> bool {
+        real == self.canonical || real.starts_with(&self.canonical)
+    }
+
+    fn open_raw(&self, rel: &Path, extra: OFlags) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | extra;
+        if self.use_openat2 {
+            let fd = rustix::fs::openat2(
+                self.dir.as_fd(),
+                rel,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )?;
+            return Ok(fd);
+        }
+        let fd = rustix::fs::openat(self.dir.as_fd(), rel, flags, Mode::empty())?;
+        // Check what was opened, not what the path said before opening.
+        if !self.contains(&fd_path(&fd)?) {
+            return Err(io::Error::from_raw_os_error(libc_errno::EXDEV));
+        }
+        Ok(fd)
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn map_open_error(e: io::Error) -> PathError {
+    match e.raw_os_error() {
+        Some(libc_errno::ENOENT) => PathError::NotFound,
+        Some(libc_errno::ENOTDIR) => PathError::NotDirectory,
+        // EXDEV: RESOLVE_BENEATH refused to leave the root; ELOOP: a symlink
+        // loop or a magic link.
+        Some(libc_errno::EXDEV | libc_errno::ELOOP) => PathError::Escapes,
+        Some(libc_errno::EACCES | libc_errno::EPERM) => PathError::PermissionDenied,
+        Some(libc_errno::ENAMETOOLONG) => PathError::NotFound,
+        _ => PathError::Io(e),
+    }
+}
+
+/// The few errno values we branch on (Linux numbering), to avoid a libc
+/// dependency for constants alone.
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EACCES: i32 = 13;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTDIR: i32 = 20;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOSYS: i32 = 38;
+    pub const ELOOP: i32 = 40;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_once() {
+        let p = RelPath::from_url("a%20b/c%C3%A9.txt").unwrap();
+        assert_eq!(p.as_path(), Path::new("a b/cé.txt"));
+        assert_eq!(p.file_name(), "cé.txt".as_bytes());
+        // Double-encoding stays literal.
+        let p = RelPath::from_url("%252e%252e/x").unwrap();
+        assert_eq!(p.as_path(), Path::new("%2e%2e/x"));
+    }
+
+    #[test]
+    fn rejects_non_plain_paths() {
+        for raw in [
+            "..",
+            "a/../b",
+            "%2e%2e/x",
+            "%2E%2E",
+            ".",
+            "a/./b",
+            "/etc/passwd",
+            "%2fetc",
+            "a//b",
+            "a/",
+            "a%5cb",
+            "a\\b",
+            "a%00b",
+            "%",
+            "%4",
+            "%zz",
+            "%+1",
+        ] {
+            assert!(RelPath::from_url(raw).is_err(), "{raw:?} was accepted");
+        }
+        assert!(RelPath::from_url("").unwrap().is_root());
+    }
+
+    #[test]
+    fn fallback_also_refuses_symlink_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::fs::write(root.join("ok"), b"o").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("out")).unwrap();
+        std::os::unix::fs::symlink("ok", root.join("in")).unwrap();
+        for r in [
+            ServeRoot::open(&root).unwrap(),
+            ServeRoot::open(&root).unwrap().without_openat2(),
+        ] {
+            let open = |p: &str| r.open_file(&RelPath::from_url(p).unwrap());
+            assert!(matches!(open("out"), Err(PathError::Escapes)));
+            assert!(open("in").is_ok());
+            assert!(matches!(open("missing"), Err(PathError::NotFound)));
+        }
+    }
+}

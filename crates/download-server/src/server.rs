@@ -1,0 +1,138 @@
+//! The accept loop, per-connection setup and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::root::ServeRoot;
+use crate::stall::StallTimeout;
+
+/// hyper's per-connection buffer cap: bounds the request head (larger heads
+/// get 431) and how much response body hyper queues ahead of the socket (one
+/// [`crate::body::CHUNK`]), which keeps a download's memory bounded.
+pub const MAX_BUF_SIZE: usize = crate::body::CHUNK;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the root directory {path}: {source}")]
+    Root {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    config: Config,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let root = ServeRoot::open(&config.root).map_err(|source| ServerError::Root {
+            path: config.root.clone(),
+            source,
+        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let app = Arc::new(App::new(&config, root));
+        Ok(Self {
+            listener,
+            app,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.app)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives
+    /// in-flight responses `shutdown_timeout` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            listener,
+            app,
+            config,
+        } = self;
+        let graceful = GracefulShutdown::new();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(MAX_BUF_SIZE);
+        let pruner = {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    app.prune();
+                }
+            })
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // EMFILE/ENFILE must not spin the loop or end the
+                        // server: back off and let connections close.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let io = TokioIo::new(StallTimeout::new(stream, config.stall_timeout));
+            let app = Arc::clone(&app);
+            let service = service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, std::convert::Infallible>(app.handle(peer.ip(), req).await) }
+            });
+            let conn = graceful.watch(builder.serve_connection(io, service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        pruner.abort();
+        tracing::info!(inflight = app.inflight(), "shutting down");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(config.shutdown_timeout) => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown deadline passed; dropping connections");
+            }
+        }
+    }
+}
