@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{get, Fixture, Running};
+use common::{get, get_until_ok, Fixture, Running};
 use http::StatusCode;
 
 /// A file far larger than loopback socket buffers, so a download whose body
@@ -43,14 +43,7 @@ async fn max_inflight_gives_503_and_recovers() {
         StatusCode::OK
     );
     drop(held);
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        status = get(&server.url("/files/hello.txt"), &[]).await.status;
-        if status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = get_until_ok(&server.url("/files/hello.txt")).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -61,10 +54,12 @@ async fn max_inflight_gives_503_and_recovers() {
 #[tokio::test]
 async fn concurrent_load_over_the_cap_sees_503_never_errors() {
     let fixture = Fixture::new();
+    // 8 MiB each: long enough that 48 concurrent downloads must overlap.
+    std::fs::write(fixture.root().join("8m.bin"), common::pattern(8 << 20)).unwrap();
     let mut config = fixture.config();
     config.max_inflight = 3;
     let server = Running::start(config).await;
-    let url = server.url("/files/big.bin");
+    let url = server.url("/files/8m.bin");
     let tasks: Vec<_> = (0..48)
         .map(|_| {
             let url = url.clone();
@@ -76,7 +71,7 @@ async fn concurrent_load_over_the_cap_sees_503_never_errors() {
         let r = t.await.unwrap();
         match r.status {
             StatusCode::OK => {
-                assert_eq!(r.body.len(), 1_000_003);
+                assert_eq!(r.body.len(), 8 << 20);
                 ok += 1;
             }
             StatusCode::SERVICE_UNAVAILABLE => busy += 1,

@@ -141,6 +141,20 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     request(Method::GET, url, headers).await
 }
 
+/// GETs `url` until it answers 200 (a released slot) or 5 s pass; returns
+/// the last status.
+pub async fn get_until_ok(url: &str) -> StatusCode {
+    let mut status = get(url, &[]).await.status;
+    for _ in 0..100 {
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = get(url, &[]).await.status;
+    }
+    status
+}
+
 /// Sends raw bytes and returns the whole raw response (the server closes:
 /// requests carry `Connection: close`). Blocking; call via spawn_blocking or
 /// from sync tests.
