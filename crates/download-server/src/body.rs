@@ -41,7 +41,7 @@ pub enum Part {
 }
 
 impl Part {
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Part::Bytes(b) => b.len() as u64,
             Part::File { len, .. } => *len,

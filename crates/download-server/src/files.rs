@@ -139,7 +139,7 @@ pub async fn serve(
             )
         }
     };
-    let body_len: u64 = parts.iter().map(part_len).sum();
+    let body_len: u64 = parts.iter().map(Part::len).sum();
     builder = builder
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -173,13 +173,6 @@ impl Source {
             Source::Memory(_) => None,
             Source::File(f) => Some(Arc::clone(f)),
         }
-    }
-}
-
-fn part_len(p: &Part) -> u64 {
-    match p {
-        Part::Bytes(b) => b.len() as u64,
-        Part::File { len, .. } => *len,
     }
 }
 

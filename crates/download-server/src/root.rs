@@ -104,11 +104,6 @@ impl RelPath {
     pub fn file_name(&self) -> &[u8] {
         self.bytes.rsplit(|&b| b == b'/').next().unwrap_or_default()
     }
-
-    /// The decoded path as text (lossy), for signatures and logs.
-    pub fn to_string_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
-    }
 }
 
 /// RFC 3986 percent-decoding that refuses `%` not followed by two hex digits,
