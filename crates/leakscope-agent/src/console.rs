@@ -1,0 +1,217 @@
+//! tokio-console behind a run-time switch.
+//!
+//! console-subscriber's defaults suit a developer's laptop, not a leak hunt:
+//! it keeps every finished task for an hour (about 51 KB each, measured), so
+//! the instrumentation itself looks like a leak, and it publishes once a
+//! second while only ~127 new tasks reach a client per publish, so a busy
+//! server's tasks arrive late or not at all. The agent sets both on purpose
+//! (see [`ConsoleConfig`]) and binds the port itself, so a taken port is an
+//! error the host sees at start-up instead of a panic in a background thread.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing_subscriber::Layer;
+
+use crate::AgentError;
+
+/// The address tokio-console connects to by default.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6669);
+
+/// How the console endpoint runs.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub addr: SocketAddr,
+    /// How long finished tasks stay visible. Short, because each one costs
+    /// memory until it expires; 60 s still lets a live viewer see them go.
+    pub retention: Duration,
+    /// How often updates go out. 100 ms lets ~1,270 new tasks per second
+    /// through (~127 per publish) instead of ~127 at the 1 s default.
+    pub publish_interval: Duration,
+    /// Events buffered between the tracing layer and the aggregator before
+    /// new ones are dropped (clients see the drop counts).
+    pub event_buffer_capacity: usize,
+    /// Accept a non-loopback address.
+    pub allow_remote: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR,
+            retention: Duration::from_secs(60),
+            publish_interval: Duration::from_millis(100),
+            event_buffer_capacity: 100 * 1024,
+            allow_remote: false,
+        }
+    }
+}
+
+/// The switch's environment variables.
+pub const ENV_ADDR: &str = "LEAKSCOPE_CONSOLE";
+pub const ENV_RETENTION: &str = "LEAKSCOPE_CONSOLE_RETENTION";
+pub const ENV_PUBLISH_INTERVAL: &str = "LEAKSCOPE_CONSOLE_PUBLISH_INTERVAL";
+
+impl ConsoleConfig {
+    /// Reads `LEAKSCOPE_CONSOLE`: unset, empty, `0` or `off` → `None`;
+    /// `1` or `on` → the default address; otherwise `IP:PORT`. Retention and
+    /// publish interval may be overridden with `LEAKSCOPE_CONSOLE_RETENTION`
+    /// and `LEAKSCOPE_CONSOLE_PUBLISH_INTERVAL` (e.g. `30s`, `250ms`).
+    pub fn from_env() -> Result<Option<Self>, AgentError> {
+        let Some(value) = std::env::var_os(ENV_ADDR) else {
+            return Ok(None);
+        };
+        let value = value.to_str().ok_or(AgentError::Env {
+            var: ENV_ADDR,
+            reason: "not UTF-8".into(),
+        })?;
+        let mut config = ConsoleConfig::default();
+        match value.trim() {
+            "" | "0" | "off" | "false" => return Ok(None),
+            "1" | "on" | "true" => {}
+            addr => {
+                config.addr = addr.parse().map_err(|_| AgentError::Env {
+                    var: ENV_ADDR,
+                    reason: format!("{addr:?} is not IP:PORT (or on/off)"),
+                })?;
+            }
+        }
+        if let Some(d) = duration_env(ENV_RETENTION)? {
+            config.retention = d;
+        }
+        if let Some(d) = duration_env(ENV_PUBLISH_INTERVAL)? {
+            config.publish_interval = d;
+        }
+        Ok(Some(config))
+    }
+}
+
+fn duration_env(var: &'static str) -> Result<Option<Duration>, AgentError> {
+    match std::env::var(var) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(AgentError::Env {
+            var,
+            reason: e.to_string(),
+        }),
+        Ok(v) => humantime::parse_duration(v.trim())
+            .map(Some)
+            .map_err(|e| AgentError::Env {
+                var,
+                reason: format!("{v:?}: {e}"),
+            }),
+    }
+}
+
+/// A tracing layer that feeds tokio-console, or `None` when the switch is
+/// off. Add it to the host's subscriber before the runtime starts spawning.
+pub fn layer_from_env<S>() -> Result<Option<impl Layer<S>>, AgentError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match ConsoleConfig::from_env()? {
+        None => Ok(None),
+        Some(config) => spawn::<S>(&config).map(|(layer, _addr)| Some(layer)),
+    }
+}
+
+/// Binds the console's gRPC endpoint, starts its server thread, and returns
+/// the layer to add to the host's subscriber with the bound address (port 0
+/// picks a free one).
+#[cfg(feature = "console")]
+pub fn spawn<S>(config: &ConsoleConfig) -> Result<(impl Layer<S>, SocketAddr), AgentError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use console_subscriber::ConsoleLayer;
+    use tracing_subscriber::filter::FilterFn;
+
+    if !cfg!(tokio_unstable) {
+        return Err(AgentError::ConsoleNeedsTokioUnstable);
+    }
+    crate::check_loopback("console", config.addr, config.allow_remote)?;
+    let listener = std::net::TcpListener::bind(config.addr).map_err(|source| AgentError::Bind {
+        what: "console",
+        addr: config.addr,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| AgentError::Bind {
+            what: "console",
+            addr: config.addr,
+            source,
+        })?;
+    let (layer, server) = ConsoleLayer::builder()
+        .retention(config.retention)
+        .publish_interval(config.publish_interval)
+        .event_buffer_capacity(config.event_buffer_capacity)
+        .server_addr(config.addr)
+        .build();
+    let addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        what: "console",
+        addr: config.addr,
+        source,
+    })?;
+    std::thread::Builder::new()
+        .name("leakscope-console".into())
+        .spawn(move || {
+            // The console's own tasks must not show up in the console.
+            let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::new());
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("leakscope-agent: console runtime failed to start: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let parts = server.into_parts();
+                let aggregator = tokio::spawn(parts.aggregator.run());
+                let incoming = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => tokio_stream::wrappers::TcpListenerStream::new(l),
+                    Err(e) => {
+                        eprintln!("leakscope-agent: console listener on {addr}: {e}");
+                        return;
+                    }
+                };
+                let served = tonic::transport::Server::builder()
+                    .add_service(parts.instrument_server)
+                    .serve_with_incoming(incoming)
+                    .await;
+                aggregator.abort();
+                if let Err(e) = served {
+                    eprintln!("leakscope-agent: console server on {addr} stopped: {e}");
+                }
+            });
+        })
+        .map_err(|e| AgentError::Thread(e.to_string()))?;
+    // The same filter console-subscriber's own `spawn` installs: only tokio's
+    // instrumentation reaches the console layer, so the host's spans and
+    // events cost it nothing.
+    let filter = FilterFn::new(|meta: &tracing::Metadata<'_>| {
+        if meta.is_event() {
+            meta.target().starts_with("runtime") || meta.target().starts_with("tokio")
+        } else {
+            meta.name().starts_with("runtime.") || meta.target().starts_with("tokio")
+        }
+    });
+    Ok((layer.with_filter(filter), addr))
+}
+
+/// Without the `console` feature the switch can only be off.
+#[cfg(not(feature = "console"))]
+pub fn spawn<S>(
+    _config: &ConsoleConfig,
+) -> Result<(tracing_subscriber::layer::Identity, SocketAddr), AgentError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    Err(AgentError::FeatureOff {
+        endpoint: "the tokio-console endpoint",
+        feature: "console",
+    })
+}

@@ -1,0 +1,177 @@
+//! Heap figures and profiles from whichever allocator the build installed.
+
+use serde::Serialize;
+
+#[cfg(not(any(feature = "jemalloc", feature = "dhat-heap")))]
+use crate::AgentError;
+
+/// A snapshot of the allocator's counters.
+///
+/// Fields a given allocator cannot supply are `None` (JSON `null`) rather
+/// than zero, so a client never mistakes "unknown" for "nothing".
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapStats {
+    /// "jemalloc", "dhat" or "system".
+    pub allocator: &'static str,
+    /// Bytes in live allocations: the figure a leak grows.
+    pub allocated: Option<u64>,
+    /// Bytes in active pages (allocated plus fragmentation inside them).
+    pub active: Option<u64>,
+    /// Bytes physically resident in the allocator's mappings. resident −
+    /// allocated is memory the allocator holds, not a leak.
+    pub resident: Option<u64>,
+    /// Bytes mapped by the allocator.
+    pub mapped: Option<u64>,
+    /// Bytes retained: unmapped-but-reserved virtual memory kept for reuse.
+    pub retained: Option<u64>,
+    /// Allocator metadata bytes.
+    pub metadata: Option<u64>,
+    /// Allocations since start, exact (cumulative, so rate = Δ / Δt; a
+    /// reallocation counts as one allocation and one deallocation).
+    pub allocations_total: Option<u64>,
+    /// Deallocations since start, exact.
+    pub deallocations_total: Option<u64>,
+    /// Bytes requested by all allocations since start (cumulative): the
+    /// allocation *rate* in bytes, which churn grows even when nothing leaks.
+    pub allocated_bytes_total: Option<u64>,
+    /// Bytes requested and not yet freed. Unlike `allocated` it excludes
+    /// size-class rounding and thread-cache slack, so it moves only when the
+    /// program's own allocations do.
+    pub requested_live_bytes: Option<u64>,
+    /// Live allocation count where the allocator knows it exactly (dhat).
+    pub live_allocations: Option<u64>,
+    /// Peak of `allocated` (dhat only).
+    pub peak_allocated: Option<u64>,
+    /// Heap profile sampling interval in bytes, when heap profiling is on.
+    pub sample_interval_bytes: Option<u64>,
+}
+
+#[cfg(feature = "jemalloc")]
+mod imp {
+    use super::HeapStats;
+    use crate::AgentError;
+    use tikv_jemalloc_ctl::{epoch, raw, stats};
+
+    fn ctl(what: &'static str, e: tikv_jemalloc_ctl::Error) -> AgentError {
+        AgentError::Allocator(format!("reading {what}: {e}"))
+    }
+
+    pub fn stats() -> Result<HeapStats, AgentError> {
+        // The stats are a cached snapshot until the epoch advances.
+        epoch::advance().map_err(|e| ctl("epoch", e))?;
+        let size = |r: Result<usize, tikv_jemalloc_ctl::Error>, what| {
+            r.map(|v| Some(v as u64)).map_err(|e| ctl(what, e))
+        };
+        let (allocs, frees, alloc_bytes, free_bytes) = crate::allocator::counting::totals();
+        Ok(HeapStats {
+            allocator: "jemalloc",
+            allocated: size(stats::allocated::read(), "stats.allocated")?,
+            active: size(stats::active::read(), "stats.active")?,
+            resident: size(stats::resident::read(), "stats.resident")?,
+            mapped: size(stats::mapped::read(), "stats.mapped")?,
+            retained: size(stats::retained::read(), "stats.retained")?,
+            metadata: size(stats::metadata::read(), "stats.metadata")?,
+            allocations_total: Some(allocs),
+            deallocations_total: Some(frees),
+            allocated_bytes_total: Some(alloc_bytes),
+            requested_live_bytes: Some(alloc_bytes.saturating_sub(free_bytes)),
+            live_allocations: None,
+            peak_allocated: None,
+            sample_interval_bytes: sample_interval_lg()?.map(|lg| 1u64 << lg),
+        })
+    }
+
+    /// `None` when the process runs without heap profiling (e.g. a
+    /// `MALLOC_CONF=prof:false` override).
+    pub fn sample_interval_lg() -> Result<Option<u32>, AgentError> {
+        // SAFETY: documented bool / size_t controls.
+        let on: bool = unsafe { raw::read(b"opt.prof\0") }.map_err(|e| ctl("opt.prof", e))?;
+        if !on {
+            return Ok(None);
+        }
+        let lg: usize =
+            unsafe { raw::read(b"prof.lg_sample\0") }.map_err(|e| ctl("prof.lg_sample", e))?;
+        Ok(Some(lg as u32))
+    }
+
+    /// Resets the profile's statistics and sets a new sampling interval.
+    pub fn set_sample_interval_lg(lg: u32) -> Result<(), AgentError> {
+        if sample_interval_lg()?.is_none() {
+            return Err(AgentError::HeapProfilingOff);
+        }
+        // SAFETY: prof.reset takes a size_t.
+        unsafe { raw::write(b"prof.reset\0", lg as usize) }.map_err(|e| ctl("prof.reset", e))?;
+        Ok(())
+    }
+
+    pub enum Format {
+        Pprof,
+        Svg,
+    }
+
+    /// Dumps the sampled heap profile. Blocking: it writes a temp file and
+    /// symbolizes (~0.3 s the first time), so call it off the async workers.
+    pub fn profile(format: Format) -> Result<Vec<u8>, AgentError> {
+        let ctl = jemalloc_pprof::PROF_CTL
+            .as_ref()
+            .ok_or(AgentError::HeapProfilingOff)?;
+        let mut ctl = ctl.blocking_lock();
+        if !ctl.activated() {
+            return Err(AgentError::HeapProfilingOff);
+        }
+        let out = match format {
+            Format::Pprof => ctl.dump_pprof(),
+            Format::Svg => ctl.dump_flamegraph(),
+        };
+        out.map_err(|e| AgentError::Profile(format!("{e:#}")))
+    }
+}
+
+// Only the compile_error! when both are on, not a cascade of clashes.
+#[cfg(all(feature = "dhat-heap", not(feature = "jemalloc")))]
+mod imp {
+    use super::HeapStats;
+    use crate::AgentError;
+
+    pub fn stats() -> Result<HeapStats, AgentError> {
+        // dhat panics if asked for stats with no profiler running.
+        if !crate::dhat_session::running() {
+            return Err(AgentError::Allocator(
+                "dhat is the allocator but its profiler is not running (the agent starts it)"
+                    .into(),
+            ));
+        }
+        let s = dhat::HeapStats::get();
+        Ok(HeapStats {
+            allocator: "dhat",
+            allocated: Some(s.curr_bytes as u64),
+            active: None,
+            resident: None,
+            mapped: None,
+            retained: None,
+            metadata: None,
+            allocations_total: Some(s.total_blocks),
+            deallocations_total: Some(s.total_blocks - s.curr_blocks as u64),
+            allocated_bytes_total: Some(s.total_bytes),
+            requested_live_bytes: Some(s.curr_bytes as u64),
+            live_allocations: Some(s.curr_blocks as u64),
+            peak_allocated: Some(s.max_bytes as u64),
+            sample_interval_bytes: None,
+        })
+    }
+}
+
+#[cfg(feature = "jemalloc")]
+pub use imp::{profile, set_sample_interval_lg, Format};
+
+#[cfg(any(feature = "jemalloc", feature = "dhat-heap"))]
+pub use imp::stats;
+
+/// With the system allocator there is nothing to read.
+#[cfg(not(any(feature = "jemalloc", feature = "dhat-heap")))]
+pub fn stats() -> Result<HeapStats, AgentError> {
+    Err(AgentError::FeatureOff {
+        endpoint: "/debug/heap/stats",
+        feature: "jemalloc` or `dhat-heap",
+    })
+}

@@ -1,0 +1,524 @@
+//! The endpoints: routing, query parsing, and the agent's own listener.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::AgentError;
+
+type Resp = Response<Full<Bytes>>;
+
+pub(crate) struct State {
+    runtime: tokio::runtime::Handle,
+    dhat_file: Option<PathBuf>,
+    started: std::time::SystemTime,
+}
+
+impl State {
+    pub(crate) fn new(runtime: tokio::runtime::Handle, dhat_file: Option<PathBuf>) -> Self {
+        Self {
+            runtime,
+            dhat_file,
+            started: std::time::SystemTime::now(),
+        }
+    }
+}
+
+/// The debug endpoints as a hyper service, for hosts that mount them on a
+/// listener of their own. Request bodies are never read.
+#[derive(Clone)]
+pub struct AgentService {
+    state: Arc<State>,
+}
+
+impl AgentService {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    /// Answers one request; never fails (errors are HTTP responses).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+        route(&self.state, req.method(), req.uri()).await
+    }
+}
+
+impl<B: Send + 'static> hyper::service::Service<Request<B>> for AgentService {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(route(&state, req.method(), req.uri()).await) })
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Resp {
+    let mut body: String = body.into();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json<T: Serialize>(value: &T) -> Resp {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding JSON: {e}"),
+        ),
+    }
+}
+
+#[cfg(any(feature = "jemalloc", feature = "cpu"))]
+fn binary(body: Vec<u8>, content_type: &'static str, filename: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+            .expect("static filename is a valid header"),
+    );
+    r
+}
+
+fn error(e: AgentError) -> Resp {
+    let status = match e {
+        AgentError::FeatureOff { .. } => StatusCode::NOT_FOUND,
+        AgentError::HeapProfilingOff => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(status, e.to_string())
+}
+
+/// A 400's reason; becomes the response at the handler.
+struct BadRequest(String);
+
+impl From<BadRequest> for Resp {
+    fn from(b: BadRequest) -> Resp {
+        text(StatusCode::BAD_REQUEST, b.0)
+    }
+}
+
+/// Parsed query: only the keys an endpoint names are accepted, so a typo
+/// (`?second=5`) is a 400 instead of a silently different profile.
+fn query(uri: &http::Uri, allowed: &[&str]) -> Result<Vec<(String, String)>, BadRequest> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    for (k, _) in &pairs {
+        if !allowed.contains(&k.as_str()) {
+            return Err(BadRequest(format!(
+                "unknown query parameter {k:?}; this endpoint takes: {}",
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(pairs)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+enum Fmt {
+    Pprof,
+    Svg,
+}
+
+fn format_param(pairs: &[(String, String)]) -> Result<Fmt, BadRequest> {
+    match param(pairs, "format") {
+        None | Some("pprof" | "proto") => Ok(Fmt::Pprof),
+        Some("svg" | "flamegraph") => Ok(Fmt::Svg),
+        Some(other) => Err(BadRequest(format!(
+            "format={other:?} is not one of pprof, svg"
+        ))),
+    }
+}
+
+/// Longest CPU profile accepted; a forgotten `seconds=86400` would otherwise
+/// hold the one profiling slot for a day.
+const MAX_CPU_SECONDS: u64 = 600;
+
+async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
+    let path = uri.path().trim_end_matches('/');
+    let known = matches!(
+        path,
+        "/debug"
+            | "/debug/heap/stats"
+            | "/debug/pprof/heap"
+            | "/debug/pprof/profile"
+            | "/debug/tasks"
+    );
+    if !known {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {}; GET /debug lists them", uri.path()),
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/debug" => match query(uri, &[]) {
+            Err(r) => r.into(),
+            Ok(_) => json(&index(state)),
+        },
+        "/debug/heap/stats" => match query(uri, &[]) {
+            Err(r) => r.into(),
+            Ok(_) => match crate::heap::stats() {
+                Ok(s) => json(&s),
+                Err(e) => error(e),
+            },
+        },
+        "/debug/tasks" => match query(uri, &[]) {
+            Err(r) => r.into(),
+            Ok(_) => json(&crate::runtime::stats(&state.runtime)),
+        },
+        "/debug/pprof/heap" => heap_profile(state, uri).await,
+        _ => cpu_profile(uri).await,
+    }
+}
+
+#[derive(Serialize)]
+struct Index {
+    agent: &'static str,
+    version: &'static str,
+    pid: u32,
+    started_unix: u64,
+    allocator: &'static str,
+    baked_malloc_conf: Option<&'static str>,
+    features: Features,
+    endpoints: Vec<Endpoint>,
+    dhat_file: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Features {
+    jemalloc: bool,
+    cpu: bool,
+    console: bool,
+    dhat_heap: bool,
+    tokio_unstable: bool,
+}
+
+#[derive(Serialize)]
+struct Endpoint {
+    path: &'static str,
+    available: bool,
+    what: &'static str,
+}
+
+fn index(state: &State) -> Index {
+    let jemalloc = cfg!(feature = "jemalloc");
+    let dhat = cfg!(feature = "dhat-heap");
+    Index {
+        agent: "leakscope-agent",
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        started_unix: state
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        allocator: crate::allocator::name(),
+        baked_malloc_conf: jemalloc.then_some(crate::BAKED_MALLOC_CONF),
+        features: Features {
+            jemalloc,
+            cpu: cfg!(feature = "cpu"),
+            console: cfg!(feature = "console"),
+            dhat_heap: dhat,
+            tokio_unstable: cfg!(tokio_unstable),
+        },
+        endpoints: vec![
+            Endpoint {
+                path: "/debug/heap/stats",
+                available: jemalloc || dhat,
+                what: "allocator counters (JSON)",
+            },
+            Endpoint {
+                path: "/debug/pprof/heap",
+                available: jemalloc,
+                what: "sampled heap profile, gzipped pprof; ?format=svg for a flamegraph",
+            },
+            Endpoint {
+                path: "/debug/pprof/profile",
+                available: cfg!(feature = "cpu"),
+                what: "CPU profile, gzipped pprof; ?seconds=N&hz=H&format=pprof|svg",
+            },
+            Endpoint {
+                path: "/debug/tasks",
+                available: true,
+                what: "tokio runtime metrics of the host runtime (JSON)",
+            },
+        ],
+        dhat_file: state.dhat_file.as_ref().map(|p| p.display().to_string()),
+    }
+}
+
+async fn heap_profile(state: &State, uri: &http::Uri) -> Resp {
+    let pairs = match query(uri, &["format"]) {
+        Ok(p) => p,
+        Err(r) => return r.into(),
+    };
+    let fmt = match format_param(&pairs) {
+        Ok(f) => f,
+        Err(r) => return r.into(),
+    };
+    #[cfg(feature = "jemalloc")]
+    {
+        let _ = state;
+        let format = match fmt {
+            Fmt::Pprof => crate::heap::Format::Pprof,
+            Fmt::Svg => crate::heap::Format::Svg,
+        };
+        let is_svg = matches!(format, crate::heap::Format::Svg);
+        let sample = crate::heap::stats()
+            .ok()
+            .and_then(|s| s.sample_interval_bytes);
+        let dumped = tokio::task::spawn_blocking(move || crate::heap::profile(format)).await;
+        let mut r = match dumped {
+            Ok(Ok(body)) if is_svg => binary(body, "image/svg+xml", "heap.svg"),
+            Ok(Ok(body)) => binary(body, "application/octet-stream", "heap.pb.gz"),
+            Ok(Err(e)) => return error(e),
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("heap profile task: {e}"),
+                )
+            }
+        };
+        if let Some(bytes) = sample {
+            r.headers_mut().insert(
+                "x-leakscope-sample-interval-bytes",
+                HeaderValue::from(bytes),
+            );
+        }
+        r
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    {
+        let _ = fmt;
+        let mut msg = AgentError::FeatureOff {
+            endpoint: "/debug/pprof/heap",
+            feature: "jemalloc",
+        }
+        .to_string();
+        if let Some(p) = &state.dhat_file {
+            msg.push_str(&format!(
+                "; this is a dhat build: its profile is written to {} on shutdown",
+                p.display()
+            ));
+        }
+        text(StatusCode::NOT_FOUND, msg)
+    }
+}
+
+async fn cpu_profile(uri: &http::Uri) -> Resp {
+    let pairs = match query(uri, &["seconds", "hz", "format"]) {
+        Ok(p) => p,
+        Err(r) => return r.into(),
+    };
+    let fmt = match format_param(&pairs) {
+        Ok(f) => f,
+        Err(r) => return r.into(),
+    };
+    let seconds = match param(&pairs, "seconds").map(str::parse::<u64>) {
+        None => 30,
+        Some(Ok(s)) if (1..=MAX_CPU_SECONDS).contains(&s) => s,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("seconds must be a whole number from 1 to {MAX_CPU_SECONDS}"),
+            )
+        }
+    };
+    let hz = match param(&pairs, "hz").map(str::parse::<i32>) {
+        None => 100,
+        Some(Ok(h)) if (1..=1000).contains(&h) => h,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "hz must be a whole number from 1 to 1000",
+            )
+        }
+    };
+    #[cfg(feature = "cpu")]
+    {
+        let Some(slot) = crate::cpu::Slot::try_take() else {
+            return text(
+                StatusCode::CONFLICT,
+                "a CPU profile is already running; only one runs at a time",
+            );
+        };
+        let format = match fmt {
+            Fmt::Pprof => crate::cpu::Format::Pprof,
+            Fmt::Svg => crate::cpu::Format::Svg,
+        };
+        let out = crate::cpu::profile(&slot, Duration::from_secs(seconds), hz, format).await;
+        drop(slot);
+        let mut r = match out {
+            Ok(body) => match format {
+                crate::cpu::Format::Svg => binary(body, "image/svg+xml", "cpu.svg"),
+                crate::cpu::Format::Pprof => binary(body, "application/octet-stream", "cpu.pb.gz"),
+            },
+            Err(e) => return error(e),
+        };
+        r.headers_mut().insert(
+            "x-leakscope-note",
+            HeaderValue::from_static(crate::cpu::RETAINED_HEAP_NOTE),
+        );
+        r
+    }
+    #[cfg(not(feature = "cpu"))]
+    {
+        let _ = (fmt, seconds, hz, Duration::ZERO);
+        error(AgentError::FeatureOff {
+            endpoint: "/debug/pprof/profile",
+            feature: "cpu",
+        })
+    }
+}
+
+/// The agent's own listener: a thread with a current-thread runtime.
+pub(crate) struct Listener {
+    pub(crate) addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub(crate) fn spawn_listener(addr: SocketAddr, state: Arc<State>) -> Result<Listener, AgentError> {
+    let bind_err = |source| AgentError::Bind {
+        what: "debug",
+        addr,
+        source,
+    };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let bound = std_listener.local_addr().map_err(bind_err)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Captured here, on the host's thread, so the muted agent thread can
+    // still report accept errors through the host's subscriber.
+    let host_dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let thread = std::thread::Builder::new()
+        .name("leakscope-agent".into())
+        .spawn(move || {
+            let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::new());
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(2)
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::dispatcher::with_default(&host_dispatch, || {
+                        tracing::error!("leakscope-agent runtime failed to start: {e}")
+                    });
+                    return;
+                }
+            };
+            rt.block_on(serve(std_listener, state, stop_rx, host_dispatch));
+        })
+        .map_err(|e| AgentError::Thread(e.to_string()))?;
+    Ok(Listener {
+        addr: bound,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+async fn serve(
+    std_listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    host_dispatch: tracing::Dispatch,
+) {
+    let warn = |msg: String| {
+        tracing::dispatcher::with_default(&host_dispatch, || tracing::warn!("{msg}"));
+    };
+    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => return warn(format!("leakscope-agent listener: {e}")),
+    };
+    let service = AgentService::new(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(30))
+                        .serve_connection(io, service.clone());
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; a
+                    // leaking host is exactly when this happens.
+                    warn(format!("leakscope-agent accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    // In-flight requests (a CPU profile) get a short grace period.
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
