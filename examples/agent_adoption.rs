@@ -1,0 +1,49 @@
+//! The smallest useful adoption of leakscope-agent: a hyper "hello" service
+//! whose `main` gains debug endpoints. The lines marked `// agent` are all
+//! a service needs; the rest is the service itself.
+//!
+//! ```text
+//! cargo run -p leakscope-examples --bin agent-adoption
+//! curl -s 127.0.0.1:6060/debug/heap/stats
+//! curl -s -o heap.pb.gz 127.0.0.1:6060/debug/pprof/heap
+//! curl -s -o cpu.pb.gz '127.0.0.1:6060/debug/pprof/profile?seconds=5'
+//! LEAKSCOPE_CONSOLE=on cargo run -p leakscope-examples --bin agent-adoption  # then: tokio-console
+//! ```
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use tracing_subscriber::prelude::*;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let console = leakscope_agent::console::layer_from_env()?; // agent
+    tracing_subscriber::registry()
+        .with(console) // agent
+        .with(tracing_subscriber::fmt::layer())
+        .init();
+    let agent = leakscope_agent::AgentBuilder::from_env()?.start()?; // agent
+    tracing::info!(debug = ?agent.local_addr(), "agent up"); // agent
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    tracing::info!("serving on http://127.0.0.1:3000");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        }
+    }
+    agent.shutdown().await; // agent: in dhat mode this writes dhat-heap.json
+    Ok(())
+}
