@@ -88,6 +88,28 @@ struct ServeArgs {
     shutdown_timeout: Duration,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    debug: DebugArgs,
+}
+
+/// leakscope-agent's endpoints (see the README's "Debug endpoints").
+#[derive(Args)]
+struct DebugArgs {
+    /// Serve /debug/ endpoints (heap stats and profiles, CPU profiles,
+    /// runtime metrics) on this address, printed as `debug listening on ADDR`.
+    /// Loopback only unless --debug-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    debug_listen: Option<SocketAddr>,
+    /// Permit a non-loopback --debug-listen / --console address.
+    #[arg(long)]
+    debug_allow_remote: bool,
+    /// Feed tokio-console on ADDR (default 127.0.0.1:6669). Without the
+    /// flag, LEAKSCOPE_CONSOLE=ADDR|on does the same.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
+    console: Option<SocketAddr>,
+    /// Where a dhat build writes its heap profile on shutdown.
+    #[arg(long, value_name = "PATH", default_value = "dhat-heap.json")]
+    dhat_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -146,10 +168,18 @@ async fn shutdown_signal() {
     tracing::info!("signal received");
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> {
     let root = args
         .root
         .context("--root DIR is required (the directory to serve)")?;
+    let agent = leakscope_agent::Agent::builder()
+        .listen(args.debug.debug_listen)
+        .allow_remote(args.debug.debug_allow_remote)
+        .dhat_file(&args.debug.dhat_file)
+        .start()
+        .context(
+            "starting the debug agent (--debug-listen; --debug-allow-remote permits non-loopback)",
+        )?;
     let mut config = Config::new(root);
     config.listen = args.listen;
     config.max_inflight = args.max_inflight;
@@ -162,27 +192,71 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
-    // One line on stdout that tools can wait for and parse.
+    // Lines on stdout that tools parse; `listening on` comes last and means
+    // ready.
     let mut stdout = std::io::stdout().lock();
+    if let Some(debug) = agent.local_addr() {
+        writeln!(stdout, "debug listening on {debug}")?;
+    }
+    if let Some(console) = console_addr {
+        writeln!(stdout, "console listening on {console}")?;
+    }
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
     drop(stdout);
     server.run(shutdown_signal()).await;
+    agent.shutdown().await;
     Ok(())
+}
+
+/// Logs to stderr (RUST_LOG, default info) and, when asked, feeds
+/// tokio-console. The env filter sits on the log layer only: as a global
+/// filter it would also hide tokio's task spans from the console.
+fn init_tracing(debug: &DebugArgs) -> Result<Option<SocketAddr>> {
+    use leakscope_agent::console::{self, ConsoleConfig};
+    use tracing_subscriber::prelude::*;
+    let config = match debug.console {
+        Some(addr) => Some(ConsoleConfig {
+            addr,
+            allow_remote: debug.debug_allow_remote,
+            ..ConsoleConfig::default()
+        }),
+        None => ConsoleConfig::from_env()?,
+    };
+    let (layer, addr) = match config {
+        Some(config) => {
+            let (layer, addr) = console::spawn(&config).context("starting the console endpoint")?;
+            (Some(layer), Some(addr))
+        }
+        None => (None, None),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .init();
+    Ok(addr)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
-        Some(Command::Sign(args)) => sign(&args),
-        None => tokio::runtime::Runtime::new()
-            .context("starting the tokio runtime")?
-            .block_on(serve(cli.serve)),
+        Some(Command::Sign(args)) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .init();
+            sign(&args)
+        }
+        None => {
+            let console = init_tracing(&cli.serve.debug)?;
+            tokio::runtime::Runtime::new()
+                .context("starting the tokio runtime")?
+                .block_on(serve(cli.serve, console))
+        }
     }
 }

@@ -183,6 +183,10 @@ pub fn raw_status(response: &[u8]) -> u16 {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// From `debug listening on ADDR`, when --debug-listen was given.
+    pub debug_addr: Option<SocketAddr>,
+    /// From `console listening on ADDR`, when the console is on.
+    pub console_addr: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -197,17 +201,31 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Self { child, addr }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut debug_addr, mut console_addr) = (None, None);
+        let addr = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "server exited before it was ready"
+            );
+            let line = line.trim();
+            if let Some(a) = line.strip_prefix("listening on ") {
+                break a.parse().unwrap();
+            } else if let Some(a) = line.strip_prefix("debug listening on ") {
+                debug_addr = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("console listening on ") {
+                console_addr = Some(a.parse().unwrap());
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        };
+        Self {
+            child,
+            addr,
+            debug_addr,
+            console_addr,
+        }
     }
 
     pub fn pid(&self) -> u32 {
