@@ -15,6 +15,7 @@ usage: cargo xtask <command>
 
 commands:
   test      every test: the workspace, then the feature builds cargo test --workspace cannot cover
+  bench     the criterion benchmarks (ratios measured side by side in one run)
   profile   run every leak scenario under the leakscope sidecar and write reports/  (not implemented yet)
   console   run the server with tokio-console attached                            (not implemented yet)
 ";
@@ -90,10 +91,27 @@ fn test() -> ExitCode {
     }
 }
 
+fn bench() -> ExitCode {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    match Command::new(cargo)
+        .args(["bench", "--workspace"])
+        .args(std::env::args().skip(2))
+        .status()
+    {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask bench: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let command = std::env::args().nth(1);
     match command.as_deref() {
         Some("test") => test(),
+        Some("bench") => bench(),
         Some("profile" | "console") => {
             eprintln!(
                 "cargo xtask {}: not implemented yet. It needs the leak scenarios, the \

@@ -23,8 +23,10 @@ pub const DEFAULT_ADDR: SocketAddr =
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
     pub addr: SocketAddr,
-    /// How long finished tasks stay visible. Short, because each one costs
-    /// memory until it expires; 60 s still lets a live viewer see them go.
+    /// How long finished tasks stay visible. Short, because each one holds
+    /// about 51 KB until it expires (measured: 10,000 requests to the
+    /// download server, two tasks each, held 1.0 GB); 10 s still lets a live
+    /// viewer see tasks finish.
     pub retention: Duration,
     /// How often updates go out. 100 ms lets ~1,270 new tasks per second
     /// through (~127 per publish) instead of ~127 at the 1 s default.
@@ -40,7 +42,7 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         Self {
             addr: DEFAULT_ADDR,
-            retention: Duration::from_secs(60),
+            retention: Duration::from_secs(10),
             publish_interval: Duration::from_millis(100),
             event_buffer_capacity: 100 * 1024,
             allow_remote: false,

@@ -26,17 +26,19 @@ pub struct HeapStats {
     pub retained: Option<u64>,
     /// Allocator metadata bytes.
     pub metadata: Option<u64>,
-    /// Allocations since start, exact (cumulative, so rate = Δ / Δt; a
-    /// reallocation counts as one allocation and one deallocation).
+    /// Allocations since start (cumulative, so rate = Δ / Δt; a reallocation
+    /// counts as one allocation and one deallocation). With jemalloc each
+    /// running thread may hold back up to 63 events and 256 KiB not yet
+    /// published; nothing is lost.
     pub allocations_total: Option<u64>,
-    /// Deallocations since start, exact.
+    /// Deallocations since start (same lag).
     pub deallocations_total: Option<u64>,
     /// Bytes requested by all allocations since start (cumulative): the
     /// allocation *rate* in bytes, which churn grows even when nothing leaks.
     pub allocated_bytes_total: Option<u64>,
     /// Bytes requested and not yet freed. Unlike `allocated` it excludes
     /// size-class rounding and thread-cache slack, so it moves only when the
-    /// program's own allocations do.
+    /// program's own allocations do (within the per-thread publishing lag).
     pub requested_live_bytes: Option<u64>,
     /// Live allocation count where the allocator knows it exactly (dhat).
     pub live_allocations: Option<u64>,

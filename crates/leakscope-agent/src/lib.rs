@@ -42,6 +42,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use allocator::BAKED_MALLOC_CONF;
+
+/// The counting wrapper, for the benchmark that prices it; not an API.
+#[cfg(feature = "jemalloc")]
+#[doc(hidden)]
+pub use allocator::counting::Counting;
 pub use http::AgentService;
 
 /// The agent's default address, the same port Go's pprof examples use.

@@ -69,8 +69,8 @@ async fn stats_follow_allocations() {
         during as i64 - after as i64
     );
 
-    // The allocation counters are exact: 200,000 allocate-free pairs on one
-    // thread, which jemalloc's own counters barely see (thread cache).
+    // The allocation counters count every allocation: 200,000 allocate-free
+    // pairs on one thread, which jemalloc's own counters barely see.
     let allocs_before = stat(addr, "allocations_total");
     let bytes_before = stat(addr, "allocated_bytes_total");
     const N: u64 = 200_000;
@@ -79,13 +79,14 @@ async fn stats_follow_allocations() {
     }
     let allocs = stat(addr, "allocations_total") - allocs_before;
     let bytes = stat(addr, "allocated_bytes_total") - bytes_before;
-    // Plus whatever the HTTP exchange itself allocates (a few hundred).
+    // Each thread holds back at most 63 events and 256 KiB before publishing;
+    // the HTTP exchanges add a few hundred allocations of their own.
     assert!(
-        (N..N + 5_000).contains(&allocs),
+        (N - 64..N + 5_000).contains(&allocs),
         "allocations_total rose by {allocs} for {N} allocations"
     );
     assert!(
-        (N * 32..N * 32 + 5_000_000).contains(&bytes),
+        (N * 32 - 256 * 1024..N * 32 + 5_000_000).contains(&bytes),
         "allocated_bytes_total rose by {bytes} for {N} × 32 bytes"
     );
     agent.shutdown().await;
