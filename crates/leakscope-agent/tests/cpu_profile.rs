@@ -6,8 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{get, gunzip, start_agent};
-use pprof::protos::Message;
+use common::{attributed_to, get, start_agent};
+
+/// Runs `work` on a thread of its own until the returned flag is set.
+fn on_a_thread(
+    work: impl FnOnce(&AtomicBool) + Send + 'static,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    (stop, std::thread::spawn(move || work(&flag)))
+}
 
 /// The profiling slot is process-wide: these tests take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -32,11 +40,9 @@ async fn profile_names_the_busy_function_and_refuses_a_second_one() {
     let _serial = SERIAL.lock().await;
     let agent = start_agent();
     let addr = agent.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let burner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || std::hint::black_box(burn_cpu_for_profile_test(&stop)))
-    };
+    let (stop, burner) = on_a_thread(|stop| {
+        std::hint::black_box(burn_cpu_for_profile_test(stop));
+    });
 
     let first = tokio::task::spawn_blocking(move || get(addr, "/debug/pprof/profile?seconds=2"));
     // While it runs, a second profile is refused rather than queued.
@@ -53,34 +59,18 @@ async fn profile_names_the_busy_function_and_refuses_a_second_one() {
         .unwrap_or("")
         .contains("pprof-rs keeps"));
 
-    let profile =
-        pprof::protos::Profile::decode(gunzip(&r.body).as_slice()).expect("pprof protobuf");
-    let s = |i: i64| profile.string_table[i as usize].as_str();
-    let ours: Vec<u64> = profile
-        .function
-        .iter()
-        .filter(|f| s(f.name).contains("burn_cpu_for_profile_test"))
-        .map(|f| f.id)
-        .collect();
+    let busy = attributed_to(&r.body, "burn_cpu_for_profile_test");
     assert!(
-        !ours.is_empty(),
+        !busy.files.is_empty(),
         "burn_cpu_for_profile_test not in the profile"
     );
-    let locations: Vec<u64> = profile
-        .location
-        .iter()
-        .filter(|l| l.line.iter().any(|line| ours.contains(&line.function_id)))
-        .map(|l| l.id)
-        .collect();
-    let (mut hit, mut all) = (0i64, 0i64);
-    for smp in &profile.sample {
-        all += smp.value[0];
-        if smp.location_id.iter().any(|id| locations.contains(id)) {
-            hit += smp.value[0];
-        }
-    }
     // One thread spins for the whole 2 s at 100 Hz: ~200 samples.
-    assert!(hit >= 100, "{hit} of {all} samples in the busy function");
+    assert!(
+        busy.value >= 100,
+        "{} of {} samples in the busy function",
+        busy.value,
+        busy.total
+    );
 
     // After the first finished, the slot is free again; SVG on request.
     let svg =
@@ -122,37 +112,14 @@ async fn samples_in_syscalls_are_kept() {
     let _serial = SERIAL.lock().await;
     let agent = start_agent();
     let addr = agent.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let t = {
-        let stop = stop.clone();
-        std::thread::spawn(move || syscall_heavy_for_profile_test(&stop))
-    };
+    let (stop, t) = on_a_thread(syscall_heavy_for_profile_test);
     let r = tokio::task::spawn_blocking(move || get(addr, "/debug/pprof/profile?seconds=2"))
         .await
         .unwrap();
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let profile = pprof::protos::Profile::decode(gunzip(&r.body).as_slice()).unwrap();
-    let s = |i: i64| profile.string_table[i as usize].as_str();
-    let ours: Vec<u64> = profile
-        .function
-        .iter()
-        .filter(|f| s(f.name).contains("syscall_heavy_for_profile_test"))
-        .map(|f| f.id)
-        .collect();
-    let locations: Vec<u64> = profile
-        .location
-        .iter()
-        .filter(|l| l.line.iter().any(|line| ours.contains(&line.function_id)))
-        .map(|l| l.id)
-        .collect();
-    let hit: i64 = profile
-        .sample
-        .iter()
-        .filter(|smp| smp.location_id.iter().any(|id| locations.contains(id)))
-        .map(|smp| smp.value[0])
-        .sum();
+    let hit = attributed_to(&r.body, "syscall_heavy_for_profile_test").value;
     assert!(
         hit >= 80,
         "only {hit} samples under the syscall-heavy function"

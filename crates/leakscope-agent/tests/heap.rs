@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::{get, gunzip, start_agent};
-use pprof::protos::Message;
+use common::{attributed_to, first_value_type, get, start_agent};
 
 const MIB: u64 = 1 << 20;
 
@@ -27,47 +26,24 @@ async fn heap_profile_is_pprof_and_names_the_allocating_function_and_file() {
         r.header("x-leakscope-sample-interval-bytes"),
         Some("524288")
     );
-    let profile =
-        pprof::protos::Profile::decode(gunzip(&r.body).as_slice()).expect("pprof protobuf");
-    let s = |i: i64| profile.string_table[i as usize].as_str();
-    let value_types: Vec<_> = profile.sample_type.iter().map(|t| s(t.ty)).collect();
-    assert_eq!(value_types, ["inuse_space"]);
-
-    // Function ids of our site, with its file.
-    let ours: Vec<u64> = profile
-        .function
-        .iter()
-        .filter(|f| s(f.name).contains("hold_memory_for_profile_test"))
-        .inspect(|f| {
-            assert!(
-                s(f.filename).ends_with("tests/heap.rs"),
-                "site symbolized with file {:?}",
-                s(f.filename)
-            )
-        })
-        .map(|f| f.id)
-        .collect();
+    assert_eq!(first_value_type(&r.body), "inuse_space");
+    let site = attributed_to(&r.body, "hold_memory_for_profile_test");
     assert!(
-        !ours.is_empty(),
+        !site.files.is_empty(),
         "no function named hold_memory_for_profile_test in the profile"
     );
-    let locations: Vec<u64> = profile
-        .location
-        .iter()
-        .filter(|l| l.line.iter().any(|line| ours.contains(&line.function_id)))
-        .map(|l| l.id)
-        .collect();
-    let attributed: i64 = profile
-        .sample
-        .iter()
-        .filter(|smp| smp.location_id.iter().any(|id| locations.contains(id)))
-        .map(|smp| smp.value[0])
-        .sum();
+    for file in &site.files {
+        assert!(
+            file.ends_with("tests/heap.rs"),
+            "site symbolized with file {file:?}"
+        );
+    }
     // Sampling at 512 KiB gives an unbiased estimate; 32 MiB held should read
     // as well over half of that.
     assert!(
-        attributed as u64 >= 16 * MIB,
-        "only {attributed} bytes attributed to the site holding 32 MiB"
+        site.value as u64 >= 16 * MIB,
+        "only {} bytes attributed to the site holding 32 MiB",
+        site.value
     );
     drop(held);
 

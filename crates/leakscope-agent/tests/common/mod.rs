@@ -85,3 +85,52 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
         .expect("gzip body");
     out
 }
+
+/// What a pprof profile attributes to one function: the summed first value
+/// of every sample whose stack contains it, out of all samples, and the
+/// files the function was symbolized with.
+pub struct Attributed {
+    pub value: i64,
+    pub total: i64,
+    pub files: Vec<String>,
+}
+
+pub fn attributed_to(gzipped: &[u8], function: &str) -> Attributed {
+    use pprof::protos::Message;
+    let profile =
+        pprof::protos::Profile::decode(gunzip(gzipped).as_slice()).expect("pprof protobuf");
+    let s = |i: i64| profile.string_table[i as usize].as_str();
+    let ours: Vec<&pprof::protos::Function> = profile
+        .function
+        .iter()
+        .filter(|f| s(f.name).contains(function))
+        .collect();
+    let ids: Vec<u64> = ours.iter().map(|f| f.id).collect();
+    let locations: Vec<u64> = profile
+        .location
+        .iter()
+        .filter(|l| l.line.iter().any(|line| ids.contains(&line.function_id)))
+        .map(|l| l.id)
+        .collect();
+    let (mut value, mut total) = (0, 0);
+    for smp in &profile.sample {
+        total += smp.value[0];
+        if smp.location_id.iter().any(|id| locations.contains(id)) {
+            value += smp.value[0];
+        }
+    }
+    Attributed {
+        value,
+        total,
+        files: ours.iter().map(|f| s(f.filename).to_string()).collect(),
+    }
+}
+
+/// The first value type's name (`inuse_space`, `cpu`, …).
+pub fn first_value_type(gzipped: &[u8]) -> String {
+    use pprof::protos::Message;
+    let profile =
+        pprof::protos::Profile::decode(gunzip(gzipped).as_slice()).expect("pprof protobuf");
+    let t = profile.sample_type.first().expect("a sample type");
+    profile.string_table[t.ty as usize].clone()
+}
