@@ -16,6 +16,7 @@ use crate::limits::{Inflight, PerIpRate};
 use crate::metrics::{self, Metrics};
 use crate::response::{path_error, plain};
 use crate::root::{RelPath, ServeRoot};
+use crate::scenarios::{self, Variant};
 use crate::signing::Signer;
 use crate::{files, zip_stream};
 
@@ -28,19 +29,33 @@ pub struct App {
     signer: Option<Signer>,
     zip_slots: Arc<Semaphore>,
     cache_control: HeaderValue,
+    variant: Option<Variant>,
+    scenario_state: scenarios::State,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
+enum Route<'a> {
     Files,
     Zip,
+    /// `/s/{name}/…`: a leak scenario (ZIP scenarios take directories).
+    Scenario(&'a str),
 }
 
-impl Route {
-    fn prefix(self) -> &'static [u8] {
+impl Route<'_> {
+    /// What a signature covers before the decoded path.
+    fn prefix(self) -> Vec<u8> {
         match self {
-            Route::Files => b"/files/",
-            Route::Zip => b"/zip/",
+            Route::Files => b"/files/".to_vec(),
+            Route::Zip => b"/zip/".to_vec(),
+            Route::Scenario(name) => format!("/s/{name}/").into_bytes(),
+        }
+    }
+
+    fn takes_directory(self) -> bool {
+        match self {
+            Route::Files => false,
+            Route::Zip => true,
+            Route::Scenario(name) => name == "zip-in-memory",
         }
     }
 }
@@ -63,6 +78,8 @@ impl App {
             signer: config.secret.clone().map(Signer::new),
             zip_slots: Arc::new(Semaphore::new(config.max_zip_streams)),
             cache_control,
+            variant: config.variant,
+            scenario_state: scenarios::State::default(),
         }
     }
 
@@ -93,6 +110,15 @@ impl App {
             let rest = path.get(5..).unwrap_or_default();
             let rest = rest.strip_suffix('/').unwrap_or(rest).to_owned();
             ("zip", self.download(Route::Zip, &rest, peer, &req).await)
+        } else if let Some(rest) = path.strip_prefix("/s/") {
+            let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
+            let (name, file) = (name.to_owned(), file.to_owned());
+            let file = file.strip_suffix('/').unwrap_or(&file).to_owned();
+            (
+                "scenario",
+                self.download(Route::Scenario(&name), &file, peer, &req)
+                    .await,
+            )
         } else {
             ("other", plain(StatusCode::NOT_FOUND, "no such route"))
         };
@@ -121,7 +147,7 @@ impl App {
 
     async fn download<B>(
         &self,
-        route: Route,
+        route: Route<'_>,
         raw: &str,
         peer: IpAddr,
         req: &Request<B>,
@@ -135,15 +161,24 @@ impl App {
                 return retry_after(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded", wait);
             }
         }
+        let variant = match (route, self.variant) {
+            (Route::Scenario(_), None) => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    "scenario routes need the server started with --variant leaky|fixed",
+                )
+            }
+            (_, v) => v,
+        };
         let rel = match RelPath::from_url(raw) {
-            Ok(rel) if route == Route::Files && rel.is_root() => {
+            Ok(rel) if !route.takes_directory() && rel.is_root() => {
                 return plain(StatusCode::NOT_FOUND, "no file named")
             }
             Ok(rel) => rel,
             Err(e) => return path_error(&e),
         };
         if let Some(signer) = &self.signer {
-            let mut signed = route.prefix().to_vec();
+            let mut signed = route.prefix();
             signed.extend_from_slice(rel.as_bytes());
             if let Err(e) = signer.verify(&signed, req.uri().query(), SystemTime::now()) {
                 return plain(StatusCode::FORBIDDEN, &e.to_string());
@@ -178,6 +213,21 @@ impl App {
                     self.metrics.zip_streams.clone(),
                 )
                 .await
+            }
+            Route::Scenario(name) => {
+                let ctx = scenarios::Ctx {
+                    root: Arc::clone(&self.root),
+                    rel,
+                    method,
+                    headers,
+                    query: req.uri().query(),
+                    state: &self.scenario_state,
+                    cache_control: self.cache_control.clone(),
+                    zip_slots: Arc::clone(&self.zip_slots),
+                    zip_gauge: self.metrics.zip_streams.clone(),
+                };
+                let variant = variant.expect("checked above");
+                scenarios::handle(name, variant, ctx).await
             }
         };
         let bytes_sent = self.metrics.bytes_sent.clone();

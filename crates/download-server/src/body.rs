@@ -58,6 +58,9 @@ pub struct Body {
     /// dropped (client gone), so `--max-inflight` bounds streaming downloads,
     /// not just handler calls.
     _inflight: Option<InflightGuard>,
+    /// Anything whose life must end with the response's (a task's abort
+    /// guard, a cancellation token): dropped when the body is.
+    _attached: Option<Box<dyn Send>>,
 }
 
 enum Kind {
@@ -65,6 +68,7 @@ enum Kind {
     Full(Option<Bytes>),
     Parts(PartsBody),
     Channel(mpsc::Receiver<io::Result<Bytes>>),
+    Unbounded(mpsc::UnboundedReceiver<io::Result<Bytes>>),
 }
 
 impl Body {
@@ -98,11 +102,26 @@ impl Body {
         Self::from_kind(Kind::Channel(rx))
     }
 
+    /// A body fed through an *unbounded* channel. Only the leaky variant of
+    /// the `unbounded-channel` scenario uses it: nothing slows the producer
+    /// down to the client's pace.
+    pub fn unbounded_channel(rx: mpsc::UnboundedReceiver<io::Result<Bytes>>) -> Self {
+        Self::from_kind(Kind::Unbounded(rx))
+    }
+
+    /// Ties `value`'s life to the body's: it is dropped when the response
+    /// ends, however it ends (completed, failed, or the client gone).
+    pub fn attach(mut self, value: impl Send + 'static) -> Self {
+        self._attached = Some(Box::new(value));
+        self
+    }
+
     fn from_kind(kind: Kind) -> Self {
         Self {
             kind,
             bytes_sent: None,
             _inflight: None,
+            _attached: None,
         }
     }
 
@@ -127,6 +146,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => bytes.take().map(Ok),
             Kind::Parts(parts) => ready!(parts.poll_next(cx)),
             Kind::Channel(rx) => ready!(rx.poll_recv(cx)),
+            Kind::Unbounded(rx) => ready!(rx.poll_recv(cx)),
         };
         if let (Some(Ok(data)), Some(counter)) = (&next, &this.bytes_sent) {
             counter.inc_by(data.len() as u64);
@@ -139,7 +159,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Parts(parts) => parts.remaining == 0,
-            Kind::Channel(_) => false,
+            Kind::Channel(_) | Kind::Unbounded(_) => false,
         }
     }
 
@@ -148,7 +168,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Parts(parts) => SizeHint::with_exact(parts.remaining),
-            Kind::Channel(_) => SizeHint::default(),
+            Kind::Channel(_) | Kind::Unbounded(_) => SizeHint::default(),
         }
     }
 }

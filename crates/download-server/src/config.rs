@@ -26,6 +26,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// HMAC secret; when set every download needs a valid signed URL.
     pub secret: Option<Vec<u8>>,
+    /// Which handler the `/s/{scenario}/` routes run; `None` disables them.
+    pub variant: Option<crate::scenarios::Variant>,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             stall_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             secret: None,
+            variant: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod range;
 pub mod response;
 pub mod root;
+pub mod scenarios;
 pub mod server;
 pub mod signing;
 pub mod stall;

@@ -90,6 +90,14 @@ struct ServeArgs {
     secret: SecretArgs,
     #[command(flatten)]
     debug: DebugArgs,
+    /// Which handler the leak-scenario routes `/s/{scenario}/…` run. One per
+    /// process, so measurements never mix; without it those routes are 404.
+    #[arg(long, value_parser = ["leaky", "fixed"])]
+    variant: Option<String>,
+    /// Print the leak scenarios as JSON (name, route, resource, description,
+    /// source, file size, load pattern) and exit.
+    #[arg(long)]
+    list_scenarios: bool,
 }
 
 /// leakscope-agent's endpoints (see the README's "Debug endpoints").
@@ -138,8 +146,11 @@ fn sign(args: &SignArgs) -> Result<()> {
         .secret
         .load()?
         .context("sign needs --secret, --secret-file or DOWNLOAD_SERVER_SECRET")?;
-    if !(args.path.starts_with("/files/") || args.path.starts_with("/zip/")) {
-        bail!("the path must start with /files/ or /zip/");
+    if !["/files/", "/zip/", "/s/"]
+        .iter()
+        .any(|p| args.path.starts_with(p))
+    {
+        bail!("the path must start with /files/, /zip/ or /s/");
     }
     let expires = (SystemTime::now() + args.ttl)
         .duration_since(UNIX_EPOCH)?
@@ -189,6 +200,12 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     config.stall_timeout = args.stall_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
     config.secret = args.secret.load()?;
+    config.variant = args
+        .variant
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
@@ -251,6 +268,15 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             sign(&args)
+        }
+        None if cli.serve.list_scenarios => {
+            let mut json = serde_json::to_string_pretty(download_server::scenarios::ALL)?;
+            json.push('\n');
+            match std::io::stdout().lock().write_all(json.as_bytes()) {
+                // `| head` closing the pipe is not an error worth a trace.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         None => {
             let console = init_tracing(&cli.serve.debug)?;

@@ -163,11 +163,14 @@ pub fn write_archive(
     }
 }
 
-fn write_entries(
+/// Writes the archive of `dir` into any writer. Streaming callers pass a
+/// [`ChannelWriter`]; the `zip-in-memory` scenario's leaky variant passes a
+/// `Vec`, which is exactly its bug.
+pub(crate) fn write_entries<W: io::Write>(
     root: &ServeRoot,
     dir: &Path,
     compression: Compression,
-    out: &mut ChannelWriter,
+    out: W,
 ) -> io::Result<()> {
     let mut zip = zip::ZipWriter::new_stream(out);
     let base = match compression {

@@ -3,6 +3,8 @@
 //! raw TCP for requests a well-behaved client would refuse to send).
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

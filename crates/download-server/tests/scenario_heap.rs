@@ -1,0 +1,198 @@
+//! The heap scenarios, measured in-process with leakscope-agent's counter of
+//! bytes requested and not freed. Heap is process-wide, so the tests take
+//! turns.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::scenario::{live_heap, settles, start, start_download};
+use common::{get, pattern, Fixture};
+use download_server::scenarios::Variant;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const MIB: u64 = 1 << 20;
+
+/// Heap held while `k` clients stall on `path` (after its first 16 KiB), and
+/// after they hang up.
+async fn held_by_stalled(fx: &Fixture, variant: Variant, path: &str, k: usize) -> (i64, i64) {
+    let server = start(fx, variant).await;
+    let addr = server.addr;
+    let before = live_heap() as i64;
+    let path = path.to_string();
+    let clients: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..k)
+            .map(|_| start_download(addr, &path, 16 * 1024))
+            .collect()
+    })
+    .await
+    .unwrap();
+    // Let producers run ahead as far as the variant lets them: until the
+    // heap stops moving (two readings 200 ms apart within 256 KiB), ≤ 15 s.
+    let mut last = live_heap() as i64;
+    for _ in 0..75 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = live_heap() as i64;
+        if (now - last).abs() < 256 * 1024 {
+            break;
+        }
+        last = now;
+    }
+    let during = live_heap() as i64 - before;
+    drop(clients);
+    settles(Duration::from_secs(10), || {
+        (live_heap() as i64 - before) < 4 * MIB as i64
+    })
+    .await;
+    let after = live_heap() as i64 - before;
+    drop(server);
+    (during, after)
+}
+
+/// The most a TCP send buffer can grow to (tcp_wmem's max). Bytes the
+/// server has written into it are the kernel's, not the heap's, so a stalled
+/// client's share of a leak is the file minus this.
+fn kernel_send_buffer() -> i64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 * MIB as i64)
+}
+
+/// A file at least twice the kernel's send buffer; returns (name, size).
+fn big_file(fx: &Fixture) -> (&'static str, i64) {
+    let size = (8 * MIB as i64).max(2 * kernel_send_buffer());
+    std::fs::write(fx.root().join("big-scenario.bin"), pattern(size as usize)).unwrap();
+    ("big-scenario.bin", size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_whole_file_holds_each_file_while_it_downloads() {
+    let _turn = SERIAL.lock().await;
+    let fx = Fixture::new();
+    let (f, size) = big_file(&fx);
+    let k = 8;
+    let path = format!("/s/buffer-whole-file/{f}");
+    let (leaky, leaky_after) = held_by_stalled(&fx, Variant::Leaky, &path, k).await;
+    let (fixed, fixed_after) = held_by_stalled(&fx, Variant::Fixed, &path, k).await;
+    eprintln!("buffer-whole-file: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
+    // The whole file per client, minus what the kernel's send buffer took.
+    let expected = k as i64 * (size - kernel_send_buffer());
+    assert!(
+        leaky >= expected,
+        "leaky held {leaky}, expected >= {expected}"
+    );
+    assert!(
+        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
+        "fixed held {fixed}"
+    );
+    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_channel_queues_the_file_for_a_slow_client() {
+    let _turn = SERIAL.lock().await;
+    let fx = Fixture::new();
+    let (f, size) = big_file(&fx);
+    let k = 8;
+    let path = format!("/s/unbounded-channel/{f}");
+    let (leaky, leaky_after) = held_by_stalled(&fx, Variant::Leaky, &path, k).await;
+    let (fixed, fixed_after) = held_by_stalled(&fx, Variant::Fixed, &path, k).await;
+    eprintln!("unbounded-channel: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
+    // The whole file per client, minus what the kernel's send buffer took.
+    let expected = k as i64 * (size - kernel_send_buffer());
+    assert!(
+        leaky >= expected,
+        "leaky held {leaky}, expected >= {expected}"
+    );
+    assert!(
+        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
+        "fixed held {fixed}"
+    );
+    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_in_memory_holds_each_archive_while_it_downloads() {
+    let _turn = SERIAL.lock().await;
+    let fx = Fixture::new();
+    let dir = fx.root().join("bundle");
+    std::fs::create_dir(&dir).unwrap();
+    let size = (8 * MIB as i64).max(2 * kernel_send_buffer());
+    for i in 0..4 {
+        std::fs::write(dir.join(format!("part{i}.bin")), pattern(size as usize / 4)).unwrap();
+    }
+    let k = 6;
+    let (leaky, leaky_after) =
+        held_by_stalled(&fx, Variant::Leaky, "/s/zip-in-memory/bundle", k).await;
+    let (fixed, fixed_after) =
+        held_by_stalled(&fx, Variant::Fixed, "/s/zip-in-memory/bundle", k).await;
+    eprintln!("zip-in-memory: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
+    // The whole file per client, minus what the kernel's send buffer took.
+    let expected = k as i64 * (size - kernel_send_buffer());
+    assert!(
+        leaky >= expected,
+        "leaky held {leaky}, expected >= {expected}"
+    );
+    assert!(
+        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
+        "fixed held {fixed}"
+    );
+    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+}
+
+/// Heap growth over the first and second halves of `n` small downloads.
+async fn session_growth(fx: &Fixture, variant: Variant, n: usize) -> (i64, i64) {
+    let server = start(fx, variant).await;
+    let url = server.url("/s/unbounded-session-map/hello.txt");
+    let run = |count: usize| {
+        let url = url.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for w in 0..8 {
+                let url = url.clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in (w..count).step_by(8) {
+                        assert_eq!(get(&url, &[]).await.status, 200);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    // Warm up connection pools and allocator caches first.
+    run(200).await;
+    let start = live_heap() as i64;
+    run(n / 2).await;
+    let half = live_heap() as i64;
+    run(n / 2).await;
+    let end = live_heap() as i64;
+    drop(server);
+    (half - start, end - half)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_map_grows_forever_and_the_cache_plateaus() {
+    let _turn = SERIAL.lock().await;
+    let fx = Fixture::new();
+    let n = 12_000; // well past the cache's 4,096 entries
+    let (l1, l2) = session_growth(&fx, Variant::Leaky, n).await;
+    let (f1, f2) = session_growth(&fx, Variant::Fixed, n).await;
+    eprintln!(
+        "session map: leaky +{l1} then +{l2}; fixed +{f1} then +{f2} per {} requests",
+        n / 2
+    );
+    // Each leaked session holds at least its 1 KiB resume table.
+    let per_half = (n / 2) as i64 * 1024;
+    assert!(
+        l1 >= per_half * 9 / 10 && l2 >= per_half * 9 / 10,
+        "leaky grew {l1}, {l2}"
+    );
+    // Past capacity the cache only replaces entries: the second half adds
+    // less than a tenth of what the leak adds.
+    assert!(f2 < per_half / 10, "fixed grew {f2} in the second half");
+}
