@@ -61,57 +61,51 @@ fn kernel_send_buffer() -> i64 {
         .unwrap_or(4 * MIB as i64)
 }
 
-/// A file at least twice the kernel's send buffer; returns (name, size).
-fn big_file(fx: &Fixture) -> (&'static str, i64) {
-    let size = (8 * MIB as i64).max(2 * kernel_send_buffer());
-    std::fs::write(fx.root().join("big-scenario.bin"), pattern(size as usize)).unwrap();
-    ("big-scenario.bin", size)
+/// Size of the content each stalled client asks for: at least twice the
+/// kernel's send buffer, so most of it must wait somewhere.
+fn content_size() -> i64 {
+    (8 * MIB as i64).max(2 * kernel_send_buffer())
+}
+
+/// Runs `k` stalled clients against each variant and checks the contract:
+/// leaky holds the whole content per client (minus what the kernel's send
+/// buffer took), fixed at most 512 KiB per client, and both let go after.
+async fn compare_stalled(name: &str, fx: &Fixture, path: &str, k: usize) {
+    let (leaky, leaky_after) = held_by_stalled(fx, Variant::Leaky, path, k).await;
+    let (fixed, fixed_after) = held_by_stalled(fx, Variant::Fixed, path, k).await;
+    eprintln!("{name}: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after}) for {k} stalled clients");
+    let expected = k as i64 * (content_size() - kernel_send_buffer());
+    assert!(
+        leaky >= expected,
+        "leaky held {leaky}, expected >= {expected}"
+    );
+    let bound = k as i64 * 512 * 1024 + 2 * MIB as i64;
+    assert!(fixed <= bound, "fixed held {fixed}, bound {bound}");
+    assert!(leaky_after < 4 * MIB as i64, "leaky kept {leaky_after}");
+    assert!(fixed_after < 4 * MIB as i64, "fixed kept {fixed_after}");
+}
+
+fn write_big_file(fx: &Fixture) {
+    let content = pattern(content_size() as usize);
+    std::fs::write(fx.root().join("big-scenario.bin"), content).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_whole_file_holds_each_file_while_it_downloads() {
     let _turn = SERIAL.lock().await;
     let fx = Fixture::new();
-    let (f, size) = big_file(&fx);
-    let k = 8;
-    let path = format!("/s/buffer-whole-file/{f}");
-    let (leaky, leaky_after) = held_by_stalled(&fx, Variant::Leaky, &path, k).await;
-    let (fixed, fixed_after) = held_by_stalled(&fx, Variant::Fixed, &path, k).await;
-    eprintln!("buffer-whole-file: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
-    // The whole file per client, minus what the kernel's send buffer took.
-    let expected = k as i64 * (size - kernel_send_buffer());
-    assert!(
-        leaky >= expected,
-        "leaky held {leaky}, expected >= {expected}"
-    );
-    assert!(
-        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
-        "fixed held {fixed}"
-    );
-    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+    write_big_file(&fx);
+    let path = "/s/buffer-whole-file/big-scenario.bin";
+    compare_stalled("buffer-whole-file", &fx, path, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_channel_queues_the_file_for_a_slow_client() {
     let _turn = SERIAL.lock().await;
     let fx = Fixture::new();
-    let (f, size) = big_file(&fx);
-    let k = 8;
-    let path = format!("/s/unbounded-channel/{f}");
-    let (leaky, leaky_after) = held_by_stalled(&fx, Variant::Leaky, &path, k).await;
-    let (fixed, fixed_after) = held_by_stalled(&fx, Variant::Fixed, &path, k).await;
-    eprintln!("unbounded-channel: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
-    // The whole file per client, minus what the kernel's send buffer took.
-    let expected = k as i64 * (size - kernel_send_buffer());
-    assert!(
-        leaky >= expected,
-        "leaky held {leaky}, expected >= {expected}"
-    );
-    assert!(
-        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
-        "fixed held {fixed}"
-    );
-    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+    write_big_file(&fx);
+    let path = "/s/unbounded-channel/big-scenario.bin";
+    compare_stalled("unbounded-channel", &fx, path, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,27 +114,11 @@ async fn zip_in_memory_holds_each_archive_while_it_downloads() {
     let fx = Fixture::new();
     let dir = fx.root().join("bundle");
     std::fs::create_dir(&dir).unwrap();
-    let size = (8 * MIB as i64).max(2 * kernel_send_buffer());
     for i in 0..4 {
-        std::fs::write(dir.join(format!("part{i}.bin")), pattern(size as usize / 4)).unwrap();
+        let part = pattern(content_size() as usize / 4);
+        std::fs::write(dir.join(format!("part{i}.bin")), part).unwrap();
     }
-    let k = 6;
-    let (leaky, leaky_after) =
-        held_by_stalled(&fx, Variant::Leaky, "/s/zip-in-memory/bundle", k).await;
-    let (fixed, fixed_after) =
-        held_by_stalled(&fx, Variant::Fixed, "/s/zip-in-memory/bundle", k).await;
-    eprintln!("zip-in-memory: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after})");
-    // The whole file per client, minus what the kernel's send buffer took.
-    let expected = k as i64 * (size - kernel_send_buffer());
-    assert!(
-        leaky >= expected,
-        "leaky held {leaky}, expected >= {expected}"
-    );
-    assert!(
-        fixed <= (k as i64) * 512 * 1024 + 2 * MIB as i64,
-        "fixed held {fixed}"
-    );
-    assert!(leaky_after < 4 * MIB as i64 && fixed_after < 4 * MIB as i64);
+    compare_stalled("zip-in-memory", &fx, "/s/zip-in-memory/bundle", 6).await;
 }
 
 /// Heap growth over the first and second halves of `n` small downloads.

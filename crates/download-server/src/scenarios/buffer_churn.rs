@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Variant};
+use super::{ok, open, real_files_route, Ctx, Load, Scenario, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
@@ -32,16 +32,7 @@ const CHUNK: usize = 64 * 1024;
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
     match variant {
-        Variant::Fixed => {
-            crate::files::serve(
-                ctx.root,
-                ctx.rel,
-                ctx.method,
-                ctx.headers,
-                ctx.cache_control,
-            )
-            .await
-        }
+        Variant::Fixed => real_files_route(ctx).await,
         Variant::Leaky => {
             let (mut file, len) = match open(&ctx).await {
                 Ok(f) => f,

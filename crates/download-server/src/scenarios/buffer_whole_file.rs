@@ -13,7 +13,7 @@ use std::io::Read;
 
 use http::Response;
 
-use super::{ok, open, Ctx, Load, Scenario, Variant};
+use super::{ok, open, real_files_route, Ctx, Load, Scenario, Variant};
 use crate::body::Body;
 use crate::response::internal_error;
 
@@ -33,16 +33,7 @@ pub const SCENARIO: Scenario = Scenario {
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
     match variant {
-        Variant::Fixed => {
-            crate::files::serve(
-                ctx.root,
-                ctx.rel,
-                ctx.method,
-                ctx.headers,
-                ctx.cache_control,
-            )
-            .await
-        }
+        Variant::Fixed => real_files_route(ctx).await,
         Variant::Leaky => {
             let (mut file, len) = match open(&ctx).await {
                 Ok(f) => f,

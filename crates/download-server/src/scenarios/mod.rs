@@ -139,6 +139,19 @@ async fn open(ctx: &Ctx<'_>) -> Result<(File, u64), Response<Body>> {
     }
 }
 
+/// The server's real `/files/` handler: what the file-serving scenarios'
+/// fixed variants are.
+async fn real_files_route(ctx: Ctx<'_>) -> Response<Body> {
+    crate::files::serve(
+        ctx.root,
+        ctx.rel,
+        ctx.method,
+        ctx.headers,
+        ctx.cache_control,
+    )
+    .await
+}
+
 /// A 200 with a known length around `body`.
 fn ok(len: Option<u64>, body: Body) -> Response<Body> {
     let mut b = Response::builder()

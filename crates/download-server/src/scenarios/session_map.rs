@@ -81,14 +81,7 @@ pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
         }
         Variant::Fixed => ctx.state.sessions.fixed.insert(id, session),
     }
-    let mut response = crate::files::serve(
-        ctx.root,
-        ctx.rel,
-        ctx.method,
-        ctx.headers,
-        ctx.cache_control,
-    )
-    .await;
+    let mut response = super::real_files_route(ctx).await;
     if let Ok(v) = http::HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-session-id", v);
     }
