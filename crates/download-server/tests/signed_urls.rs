@@ -155,3 +155,31 @@ async fn sign_subcommand_round_trip() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
 }
+
+#[tokio::test]
+async fn scenario_routes_need_signatures_too() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.secret = Some(KEY.as_bytes().to_vec());
+    config.variant = Some(download_server::scenarios::Variant::Leaky);
+    let s = Running::start(config).await;
+    let exp = now() + 600;
+    let sig = Signer::new(KEY).sign(b"/s/fd-leak/hello.txt", exp);
+    let unsigned = get(&s.url("/s/fd-leak/hello.txt"), &[]).await;
+    assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
+    // A signature for one scenario does not open another.
+    let other = get(
+        &s.url(&format!(
+            "/s/buffer-churn/hello.txt?expires={exp}&sig={sig}"
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    let signed = get(
+        &s.url(&format!("/s/fd-leak/hello.txt?expires={exp}&sig={sig}")),
+        &[],
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::OK);
+}
