@@ -114,8 +114,9 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("profile" | "console") => {
             eprintln!(
-                "cargo xtask {}: not implemented yet. It needs the leak scenarios, the \
-                 leakscope recorder and the report renderer, which are still being built.",
+                "cargo xtask {}: not implemented yet. It needs the leakscope recorder \
+                 and the report renderer, which are still being built (the leak \
+                 scenarios exist: download-server --list-scenarios).",
                 command.unwrap_or_default()
             );
             ExitCode::from(2)
