@@ -5,7 +5,7 @@
 //! features are additive (a dhat build is a separate compilation with
 //! jemalloc off). `profile` (build, run every leak scenario under the
 //! sidecar, render the report) and `console` (the server under tokio-console)
-//! arrive with the scenarios, recorder and report crates; until then they say
+//! arrive with the recorder and report crates; until then they say
 //! so and exit non-zero rather than pretend.
 
 use std::process::{Command, ExitCode};
