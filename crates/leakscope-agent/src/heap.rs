@@ -164,7 +164,7 @@ mod imp {
 }
 
 #[cfg(feature = "jemalloc")]
-pub use imp::{profile, set_sample_interval_lg, Format};
+pub use imp::{profile, sample_interval_lg, set_sample_interval_lg, Format};
 
 #[cfg(any(feature = "jemalloc", feature = "dhat-heap"))]
 pub use imp::stats;

@@ -307,9 +307,12 @@ async fn heap_profile(state: &State, uri: &http::Uri) -> Resp {
             Fmt::Svg => crate::heap::Format::Svg,
         };
         let is_svg = matches!(format, crate::heap::Format::Svg);
-        let sample = crate::heap::stats()
+        // Only the interval is needed, not a full stats read (epoch advance
+        // and every counter).
+        let sample = crate::heap::sample_interval_lg()
             .ok()
-            .and_then(|s| s.sample_interval_bytes);
+            .flatten()
+            .map(|lg| 1u64 << lg);
         let dumped = tokio::task::spawn_blocking(move || crate::heap::profile(format)).await;
         let mut r = match dumped {
             Ok(Ok(body)) if is_svg => binary(body, "image/svg+xml", "heap.svg"),
