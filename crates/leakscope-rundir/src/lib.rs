@@ -1,0 +1,63 @@
+//! The run directory: the contract between the recorder and the report.
+//!
+//! ```text
+//! RUN_DIR/
+//!   meta.json       what was recorded, how, and how the target ended
+//!   samples.jsonl   one JSON object per tick, appended and flushed per tick
+//!   profiles/       heap profiles (gzipped pprof) named by tick
+//! ```
+//!
+//! The writer flushes every sample to the OS as it is appended, so a recorder
+//! that crashes loses at most the tick it was writing; the reader skips such
+//! a torn last line with a warning. `meta.json` is replaced atomically
+//! (write, then rename), so it is always whole. The schema is versioned: the
+//! reader accepts its own version and older ones and refuses newer ones with
+//! an error that says which.
+//!
+//! This crate does file I/O only: no network, no clock beyond what callers
+//! pass in, so the report side can depend on it freely.
+
+mod meta;
+mod reader;
+mod sample;
+mod writer;
+
+pub use meta::{Host, Meta, SourceInfo, TargetEnd};
+pub use reader::{Run, Warning};
+pub use sample::{ConsoleSample, HeapSample, LoadSample, ProcSample, Sample, SourceError};
+pub use writer::RunWriter;
+
+/// The schema this build writes, and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const META_FILE: &str = "meta.json";
+pub const SAMPLES_FILE: &str = "samples.jsonl";
+pub const PROFILES_DIR: &str = "profiles";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a run directory (no {META_FILE})")]
+    NotARunDir { path: std::path::PathBuf },
+    #[error("{path} already holds a recording; choose a new directory")]
+    NotEmpty { path: std::path::PathBuf },
+    #[error(
+        "{path} was written with run-directory schema {found}, newer than the {supported} this \
+         leakscope reads; upgrade leakscope"
+    )]
+    NewerSchema {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}:{line}: {message}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        line: usize,
+        message: String,
+    },
+}

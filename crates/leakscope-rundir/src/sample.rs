@@ -1,0 +1,89 @@
+//! One line of `samples.jsonl`: everything the sources saw in one tick.
+//!
+//! A source that was not asked for, or failed this tick, leaves its section
+//! `null`; the failure goes into `errors`, so a gap in a chart has a reason.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Tick number from 0.
+    pub seq: u64,
+    /// Milliseconds since the recording started (monotonic clock).
+    pub t_ms: u64,
+    #[serde(default)]
+    pub proc: Option<ProcSample>,
+    #[serde(default)]
+    pub console: Option<ConsoleSample>,
+    #[serde(default)]
+    pub heap: Option<HeapSample>,
+    #[serde(default)]
+    pub load: Option<LoadSample>,
+    /// Heap profile written at this tick, relative to the run directory.
+    #[serde(default)]
+    pub heap_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<SourceError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceError {
+    pub source: String,
+    pub message: String,
+}
+
+/// From /proc/PID: works on any process, no instrumentation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcSample {
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub threads: u64,
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
+    pub fds: u64,
+    /// file, socket, pipe, anon_inode, other.
+    pub fds_by_kind: BTreeMap<String, u64>,
+    /// The most-open file paths, with counts.
+    pub top_files: Vec<(String, u64)>,
+    /// TCP sockets by state (ESTABLISHED, CLOSE_WAIT, …).
+    pub tcp_states: BTreeMap<String, u64>,
+}
+
+/// From the console-subscriber gRPC stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleSample {
+    pub live_tasks: u64,
+    /// Live tasks by spawn location (file:line:col).
+    pub by_location: BTreeMap<String, u64>,
+    /// Live tasks by name, for named tasks.
+    pub by_name: BTreeMap<String, u64>,
+    /// Events the instrumented process dropped so far (cumulative).
+    pub dropped_events: u64,
+}
+
+/// From leakscope-agent's /debug/heap/stats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeapSample {
+    pub allocated: Option<u64>,
+    pub resident: Option<u64>,
+    pub active: Option<u64>,
+    pub allocations_total: Option<u64>,
+    pub allocated_bytes_total: Option<u64>,
+    pub requested_live_bytes: Option<u64>,
+}
+
+/// Requests served: from the target's /metrics or leakscope's load driver.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadSample {
+    /// Requests the target answered (cumulative); the x axis of per-request
+    /// trends.
+    pub requests_total: u64,
+    #[serde(default)]
+    pub done: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default)]
+    pub aborted: u64,
+}
