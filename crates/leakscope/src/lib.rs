@@ -1,0 +1,5 @@
+//! The leakscope sidecar: records a process from outside (procfs), from its
+//! tokio-console stream and from leakscope-agent, onto one timeline in a run
+//! directory. Work in progress (issue 5): the procfs source exists.
+
+pub mod sources;

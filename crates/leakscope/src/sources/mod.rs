@@ -1,0 +1,4 @@
+//! Where samples come from. Each source turns one look at the target into
+//! its section of a [`leakscope_rundir::Sample`].
+
+pub mod procfs;

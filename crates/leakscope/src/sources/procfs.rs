@@ -1,0 +1,130 @@
+//! The procfs source: any Linux process, no instrumentation.
+//!
+//! Memory, threads and CPU time from `/proc/PID/{status,stat}`; every open
+//! descriptor from `/proc/PID/fd`, classified by what it points at; sockets
+//! joined by inode to `/proc/PID/net/tcp{,6}` (the target's own network
+//! namespace) for their TCP state. Files are counted by path, so a leak of
+//! one served file shows up as that path's count climbing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use leakscope_rundir::ProcSample;
+use procfs::process::{FDTarget, Process};
+
+/// How many of the most-open file paths a sample keeps.
+pub const TOP_FILES: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcSourceError {
+    /// The process is gone: recording should end, not retry.
+    #[error("process {pid} is gone")]
+    Gone { pid: i32 },
+    #[error("reading /proc/{pid}: permission denied (run as the target's user or root)")]
+    PermissionDenied { pid: i32 },
+    #[error("reading /proc/{pid}: {message}")]
+    Other { pid: i32, message: String },
+}
+
+pub struct ProcSource {
+    pid: i32,
+    process: Process,
+    ticks_per_second: f64,
+}
+
+impl ProcSource {
+    pub fn new(pid: i32) -> Result<Self, ProcSourceError> {
+        let process = Process::new(pid).map_err(|e| classify(pid, e))?;
+        Ok(Self {
+            pid,
+            process,
+            ticks_per_second: procfs::ticks_per_second() as f64,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn sample(&self) -> Result<ProcSample, ProcSourceError> {
+        let pid = self.pid;
+        let status = self.process.status().map_err(|e| classify(pid, e))?;
+        let stat = self.process.stat().map_err(|e| classify(pid, e))?;
+        let mut sample = ProcSample {
+            rss_bytes: status.vmrss.unwrap_or(0) * 1024,
+            peak_rss_bytes: status.vmhwm.unwrap_or(0) * 1024,
+            threads: status.threads,
+            cpu_user_seconds: stat.utime as f64 / self.ticks_per_second,
+            cpu_system_seconds: stat.stime as f64 / self.ticks_per_second,
+            ..ProcSample::default()
+        };
+        let mut files: HashMap<String, u64> = HashMap::new();
+        let mut socket_inodes: Vec<u64> = Vec::new();
+        for fd in self.process.fd().map_err(|e| classify(pid, e))? {
+            // A descriptor closed between listing and reading is not an error.
+            let Ok(fd) = fd else { continue };
+            sample.fds += 1;
+            let kind = match fd.target {
+                FDTarget::Path(path) => {
+                    *files
+                        .entry(path.to_string_lossy().into_owned())
+                        .or_default() += 1;
+                    "file"
+                }
+                FDTarget::Socket(inode) => {
+                    socket_inodes.push(inode);
+                    "socket"
+                }
+                FDTarget::Pipe(_) => "pipe",
+                FDTarget::AnonInode(_) => "anon_inode",
+                FDTarget::MemFD(_) => "memfd",
+                FDTarget::Net(_) | FDTarget::Other(..) | FDTarget::Unknown(..) => "other",
+            };
+            *sample.fds_by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+        let mut top: Vec<(String, u64)> = files.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(TOP_FILES);
+        sample.top_files = top;
+        sample.tcp_states = self.tcp_states(&socket_inodes);
+        Ok(sample)
+    }
+
+    /// TCP state of each of the target's sockets, by inode. Sockets that are
+    /// not TCP (unix, UDP, netlink) are counted under their family instead.
+    fn tcp_states(&self, inodes: &[u64]) -> BTreeMap<String, u64> {
+        let mut by_inode: HashMap<u64, String> = HashMap::new();
+        for table in [self.process.tcp(), self.process.tcp6()] {
+            for entry in table.into_iter().flatten() {
+                by_inode.insert(entry.inode, format!("{:?}", entry.state).to_uppercase());
+            }
+        }
+        let unix: std::collections::HashSet<u64> = self
+            .process
+            .unix()
+            .into_iter()
+            .flatten()
+            .map(|e| e.inode)
+            .collect();
+        let mut states = BTreeMap::new();
+        for inode in inodes {
+            let key = match by_inode.get(inode) {
+                Some(state) => state.clone(),
+                None if unix.contains(inode) => "UNIX".to_string(),
+                None => "OTHER".to_string(),
+            };
+            *states.entry(key).or_default() += 1;
+        }
+        states
+    }
+}
+
+fn classify(pid: i32, e: procfs::ProcError) -> ProcSourceError {
+    match e {
+        procfs::ProcError::NotFound(_) => ProcSourceError::Gone { pid },
+        procfs::ProcError::PermissionDenied(_) => ProcSourceError::PermissionDenied { pid },
+        other => ProcSourceError::Other {
+            pid,
+            message: other.to_string(),
+        },
+    }
+}
