@@ -1,4 +1,7 @@
 //! Where samples come from. Each source turns one look at the target into
 //! its section of a [`leakscope_rundir::Sample`].
 
+pub mod agent;
+pub mod http;
+pub mod metrics;
 pub mod procfs;
