@@ -2,6 +2,7 @@
 //! its section of a [`leakscope_rundir::Sample`].
 
 pub mod agent;
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod procfs;
