@@ -49,6 +49,11 @@ impl ProcSource {
         let pid = self.pid;
         let status = self.process.status().map_err(|e| classify(pid, e))?;
         let stat = self.process.stat().map_err(|e| classify(pid, e))?;
+        // A zombie has released its fds and memory: its figures would read
+        // as a sudden "fix". It is gone for recording purposes.
+        if matches!(stat.state, 'Z' | 'X' | 'x') {
+            return Err(ProcSourceError::Gone { pid });
+        }
         let mut sample = ProcSample {
             rss_bytes: status.vmrss.unwrap_or(0) * 1024,
             peak_rss_bytes: status.vmhwm.unwrap_or(0) * 1024,

@@ -1,0 +1,227 @@
+//! The recording loop: every tick, ask each source, append one sample.
+//!
+//! Sources are independent: one that fails gets an entry in the sample's
+//! `errors` and the rest go on. The procfs source saying the process is gone
+//! ends the recording cleanly; so does the caller's stop signal or the
+//! duration. Samples stream to disk as they are taken, so memory stays flat
+//! however long the recording runs.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use leakscope_rundir::{LoadSample, RunDirError, RunWriter, Sample, SourceError, SourceInfo};
+
+use crate::sources::agent::AgentSource;
+use crate::sources::console::ConsoleSource;
+use crate::sources::metrics::MetricsSource;
+use crate::sources::procfs::{ProcSource, ProcSourceError};
+
+pub struct Sources {
+    pub proc: ProcSource,
+    pub agent: Option<AgentSource>,
+    pub console: Option<ConsoleSource>,
+    pub metrics: Option<MetricsSource>,
+}
+
+pub struct Settings {
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    /// A heap profile at the start, every this often, and at the end.
+    pub heap_profile_every: Option<Duration>,
+}
+
+/// Why the recording stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    Duration,
+    Signal,
+    TargetGone,
+}
+
+#[derive(Default)]
+struct Cost {
+    samples: u64,
+    total: Duration,
+    error: Option<String>,
+}
+
+impl Cost {
+    fn add(&mut self, took: Duration, error: Option<&str>) {
+        self.samples += 1;
+        self.total += took;
+        if self.error.is_none() {
+            self.error = error.map(str::to_string);
+        }
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            enabled: true,
+            error: self.error.clone(),
+            samples: self.samples,
+            mean_cost_ms: if self.samples == 0 {
+                0.0
+            } else {
+                self.total.as_secs_f64() * 1000.0 / self.samples as f64
+            },
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Records until the duration passes, `stop` resolves, or the target is
+/// gone; finishes `meta.json` with the end time and source costs either way.
+pub async fn record(
+    writer: &mut RunWriter,
+    sources: &Sources,
+    settings: &Settings,
+    stop: impl Future<Output = ()>,
+    mut on_tick: impl FnMut(&Sample),
+) -> Result<Stopped, RunDirError> {
+    tokio::pin!(stop);
+    let start = Instant::now();
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut costs: BTreeMap<&'static str, Cost> = BTreeMap::new();
+    let mut last_profile: Option<Instant> = None;
+    let mut seq = 0u64;
+    let stopped = loop {
+        let stop_now = tokio::select! {
+            _ = &mut stop => Some(Stopped::Signal),
+            _ = ticker.tick() => None,
+        };
+        let out_of_time = settings.duration.is_some_and(|d| start.elapsed() >= d);
+        let mut sample = Sample {
+            seq,
+            t_ms: start.elapsed().as_millis() as u64,
+            ..Sample::default()
+        };
+        let mut errors = Vec::new();
+
+        let t = Instant::now();
+        let proc = sources.proc.sample();
+        let gone = matches!(proc, Err(ProcSourceError::Gone { .. }));
+        match proc {
+            Ok(p) => {
+                sample.proc = Some(p);
+                costs.entry("procfs").or_default().add(t.elapsed(), None);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                costs
+                    .entry("procfs")
+                    .or_default()
+                    .add(t.elapsed(), Some(&msg));
+                errors.push(("procfs", msg));
+            }
+        }
+        if let Some(agent) = &sources.agent {
+            let t = Instant::now();
+            match agent.heap().await {
+                Ok(h) => {
+                    sample.heap = Some(h);
+                    costs.entry("agent").or_default().add(t.elapsed(), None);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    costs
+                        .entry("agent")
+                        .or_default()
+                        .add(t.elapsed(), Some(&msg));
+                    errors.push(("agent", msg));
+                }
+            }
+            let last = stop_now.is_some() || out_of_time || gone;
+            let due = match (settings.heap_profile_every, last_profile) {
+                (_, None) => true,
+                (Some(every), Some(at)) => at.elapsed() >= every,
+                (None, Some(_)) => false,
+            };
+            if (due || last) && !gone {
+                let (path, name) = writer.profile_path("heap", seq);
+                match agent.heap_profile().await {
+                    Ok(bytes) => match std::fs::write(&path, &bytes) {
+                        Ok(()) => sample.heap_profile = Some(name),
+                        Err(e) => {
+                            errors.push(("agent", format!("writing {}: {e}", path.display())))
+                        }
+                    },
+                    Err(e) => errors.push(("agent", format!("heap profile: {e}"))),
+                }
+                last_profile = Some(Instant::now());
+            }
+        }
+        if let Some(console) = &sources.console {
+            let t = Instant::now();
+            match console.snapshot() {
+                Ok(c) => {
+                    sample.console = Some(c);
+                    costs.entry("console").or_default().add(t.elapsed(), None);
+                }
+                Err(e) => {
+                    costs
+                        .entry("console")
+                        .or_default()
+                        .add(t.elapsed(), Some(&e));
+                    errors.push(("console", e));
+                }
+            }
+        }
+        if let Some(metrics) = &sources.metrics {
+            let t = Instant::now();
+            match metrics.requests_total().await {
+                Ok(total) => {
+                    sample.load = total.map(|requests_total| LoadSample {
+                        requests_total,
+                        ..LoadSample::default()
+                    });
+                    costs.entry("metrics").or_default().add(t.elapsed(), None);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    costs
+                        .entry("metrics")
+                        .or_default()
+                        .add(t.elapsed(), Some(&msg));
+                    errors.push(("metrics", msg));
+                }
+            }
+        }
+        // The target dying mid-tick is the end, not an error of this tick.
+        if !gone {
+            sample.errors = errors
+                .into_iter()
+                .map(|(source, message)| SourceError {
+                    source: source.to_string(),
+                    message,
+                })
+                .collect();
+            writer.append(&sample)?;
+            on_tick(&sample);
+            seq += 1;
+        }
+        if gone {
+            break Stopped::TargetGone;
+        }
+        if let Some(s) = stop_now {
+            break s;
+        }
+        if out_of_time {
+            break Stopped::Duration;
+        }
+    };
+    writer.update_meta(|m| {
+        m.ended_unix_ms = Some(unix_ms());
+        for (name, cost) in &costs {
+            m.sources.insert(name.to_string(), cost.info());
+        }
+    })?;
+    Ok(stopped)
+}

@@ -1,0 +1,197 @@
+//! The recording loop on a real child process: this test binary re-executed
+//! as a target (the download server with leakscope-agent, in-process), so the
+//! recorder watches a separate process it can see die.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use leakscope::recorder::{self, Settings, Sources, Stopped};
+use leakscope::sources::agent::AgentSource;
+use leakscope::sources::console::ConsoleSource;
+use leakscope::sources::metrics::{MetricsSource, DEFAULT_COUNTER};
+use leakscope::sources::procfs::ProcSource;
+use leakscope_rundir::{Host, Meta, Run, RunWriter, SCHEMA_VERSION};
+use tracing_subscriber::prelude::*;
+
+const TARGET_ENV: &str = "LEAKSCOPE_TEST_TARGET_ROOT";
+
+/// Not a test: the target process, when re-executed with `TARGET_ENV` set.
+#[test]
+fn target_process() {
+    let Ok(root) = std::env::var(TARGET_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let config = leakscope_agent::console::ConsoleConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let (layer, console) = leakscope_agent::console::spawn(&config).unwrap();
+        tracing_subscriber::registry().with(layer).init();
+        let agent = leakscope_agent::Agent::builder()
+            .listen(Some("127.0.0.1:0".parse().unwrap()))
+            .start()
+            .unwrap();
+        let mut c = download_server::Config::new(root);
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        let server = download_server::Server::bind(c).await.unwrap();
+        println!("TARGET agent {}", agent.local_addr().unwrap());
+        println!("TARGET console {console}");
+        println!("TARGET server {}", server.local_addr());
+        server.run(std::future::pending()).await;
+    });
+}
+
+struct Target {
+    child: Child,
+    agent: String,
+    console: String,
+    server: String,
+}
+
+fn spawn_target(root: &std::path::Path) -> Target {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "target_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(TARGET_ENV, root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut get = |what: &str| loop {
+        let line = lines.next().expect("target output").unwrap();
+        // libtest may print "test target_process ... " before it on the line.
+        if let Some((_, v)) = line.split_once(&format!("TARGET {what} ")) {
+            return format!("http://{v}");
+        }
+    };
+    let agent = get("agent");
+    let console = get("console");
+    let server = get("server");
+    Target {
+        child,
+        agent,
+        console,
+        server,
+    }
+}
+
+fn meta(pid: u32) -> Meta {
+    Meta {
+        schema_version: SCHEMA_VERSION,
+        leakscope_version: "test".into(),
+        command: vec![],
+        pid,
+        labels: Default::default(),
+        host: Host {
+            hostname: "test".into(),
+            kernel: "test".into(),
+            cpus: 2,
+        },
+        interval_ms: 100,
+        git_revision: None,
+        started_unix_ms: recorder::unix_ms(),
+        ended_unix_ms: None,
+        target_end: None,
+        sources: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("a.bin"), vec![7u8; 100_000]).unwrap();
+    let mut target = spawn_target(&root);
+    let pid = target.child.id();
+    let t = Duration::from_secs(5);
+    let sources = Sources {
+        proc: ProcSource::new(pid as i32).unwrap(),
+        agent: Some(AgentSource::new(&target.agent, t)),
+        console: Some(ConsoleSource::spawn(
+            &target.console,
+            Duration::from_millis(100),
+        )),
+        metrics: Some(MetricsSource::new(
+            &format!("{}/metrics", target.server),
+            DEFAULT_COUNTER,
+            t,
+        )),
+    };
+    let settings = Settings {
+        interval: Duration::from_millis(100),
+        duration: Some(Duration::from_secs(8)),
+        heap_profile_every: Some(Duration::from_millis(500)),
+    };
+    let run_dir = dir.path().join("run");
+    let mut writer = RunWriter::create(&run_dir, meta(pid)).unwrap();
+
+    // Load for a second, then kill the target mid-recording.
+    let server = target.server.clone();
+    let load = tokio::spawn(async move {
+        let client = leakscope::sources::http::client();
+        for _ in 0..20 {
+            leakscope::sources::http::get(&client, &format!("{server}/files/a.bin"), t)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        target.child.kill().unwrap();
+        target.child.wait().unwrap()
+    });
+    let stopped = recorder::record(
+        &mut writer,
+        &sources,
+        &settings,
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    load.await.unwrap();
+    killer.await.unwrap();
+    assert_eq!(stopped, Stopped::TargetGone);
+
+    let run = Run::open(&run_dir).unwrap();
+    assert!(run.samples.len() >= 15, "{} samples", run.samples.len());
+    // The very last tick may have caught the target half-dead (agent gone,
+    // procfs not yet); the last complete one must have every source.
+    let last = run
+        .samples
+        .iter()
+        .rev()
+        .find(|s| s.errors.is_empty())
+        .expect("a complete sample");
+    assert!(last.proc.as_ref().unwrap().fds > 0);
+    assert!(last.heap.as_ref().unwrap().allocated.unwrap() > 0);
+    assert!(last.console.as_ref().unwrap().live_tasks >= 1);
+    assert_eq!(last.load.as_ref().unwrap().requests_total, 20);
+    let profiles: Vec<_> = run
+        .samples
+        .iter()
+        .filter_map(|s| s.heap_profile.clone())
+        .collect();
+    assert!(profiles.len() >= 3, "{profiles:?}");
+    for p in &profiles {
+        assert!(run_dir.join(p).is_file());
+    }
+    assert!(run.meta.ended_unix_ms.is_some());
+    for source in ["procfs", "agent", "console", "metrics"] {
+        let info = &run.meta.sources[source];
+        assert!(
+            info.samples > 0 && info.mean_cost_ms > 0.0,
+            "{source}: {info:?}"
+        );
+    }
+}
