@@ -49,6 +49,12 @@ pub struct ProcSample {
     pub top_files: Vec<(String, u64)>,
     /// TCP sockets by state (ESTABLISHED, CLOSE_WAIT, …).
     pub tcp_states: BTreeMap<String, u64>,
+    /// The most common TCP endpoints with counts: "STATE local <- peer-ip"
+    /// for accepted connections, "STATE local-ip -> peer" for outgoing ones,
+    /// "LISTEN addr" for listeners. Ephemeral ports are left out, so one
+    /// leak is one row.
+    #[serde(default)]
+    pub top_sockets: Vec<(String, u64)>,
 }
 
 /// From the console-subscriber gRPC stream.
@@ -86,4 +92,10 @@ pub struct LoadSample {
     pub failed: u64,
     #[serde(default)]
     pub aborted: u64,
+    /// Body bytes the driver received (cumulative).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Driver workers active at this tick.
+    #[serde(default)]
+    pub concurrency: u64,
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leakscope_rundir::{LoadSample, RunDirError, RunWriter, Sample, SourceError, SourceInfo};
@@ -22,6 +23,8 @@ pub struct Sources {
     pub agent: Option<AgentSource>,
     pub console: Option<ConsoleSource>,
     pub metrics: Option<MetricsSource>,
+    /// leakscope's own load driver, when it drives the target.
+    pub load: Option<Arc<leakscope_load::Counters>>,
 }
 
 pub struct Settings {
@@ -92,6 +95,7 @@ pub async fn record(
     let mut costs: BTreeMap<&'static str, Cost> = BTreeMap::new();
     let mut last_profile: Option<Instant> = None;
     let mut seq = 0u64;
+    let mut metrics_seen = false;
     let stopped = loop {
         let stop_now = tokio::select! {
             _ = &mut stop => Some(Stopped::Signal),
@@ -174,14 +178,17 @@ pub async fn record(
                 }
             }
         }
+        // Requests served come from the target's own counter when it has
+        // one (it sees every client, not just ours); the driver's finished
+        // requests otherwise.
+        let driven = sources.load.as_ref().map(|c| c.counts());
+        let mut served = driven.map(|c| c.done + c.failed + c.aborted);
         if let Some(metrics) = &sources.metrics {
             let t = Instant::now();
             match metrics.requests_total().await {
                 Ok(total) => {
-                    sample.load = total.map(|requests_total| LoadSample {
-                        requests_total,
-                        ..LoadSample::default()
-                    });
+                    metrics_seen |= total.is_some();
+                    served = total.or(served);
                     costs.entry("metrics").or_default().add(t.elapsed(), None);
                 }
                 Err(e) => {
@@ -193,6 +200,16 @@ pub async fn record(
                     errors.push(("metrics", msg));
                 }
             }
+        }
+        if let Some(requests_total) = served {
+            sample.load = Some(LoadSample {
+                requests_total,
+                done: driven.map_or(0, |c| c.done),
+                failed: driven.map_or(0, |c| c.failed),
+                aborted: driven.map_or(0, |c| c.aborted),
+                bytes: driven.map_or(0, |c| c.bytes),
+                concurrency: driven.map_or(0, |c| c.concurrency),
+            });
         }
         // The target dying mid-tick is the end, not an error of this tick.
         if !gone {
@@ -221,6 +238,15 @@ pub async fn record(
         m.ended_unix_ms = Some(unix_ms());
         for (name, cost) in &costs {
             m.sources.insert(name.to_string(), cost.info());
+        }
+        if let (Some(metrics), Some(info)) = (&sources.metrics, m.sources.get_mut("metrics")) {
+            // A misspelt counter must not read as "no load".
+            if !metrics_seen && info.error.is_none() {
+                info.error = Some(format!(
+                    "the scrape never had a counter named {}",
+                    metrics.counter()
+                ));
+            }
         }
     })?;
     Ok(stopped)

@@ -5,34 +5,115 @@ use std::net::{TcpListener, TcpStream};
 
 use leakscope::sources::procfs::{ProcSource, ProcSourceError};
 
+const CHILD_ENV: &str = "LEAKSCOPE_TEST_FD_CHILD";
+
+/// Not a test: the child process, when re-executed with `CHILD_ENV` set to
+/// "DIR PEER": opens 7 + 2 files, a pipe, a listener with 3 connections to
+/// itself, and 2 connections to PEER, which the parent closes (CLOSE_WAIT).
 #[test]
-fn counts_files_by_path_and_sockets_by_tcp_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("served.bin");
-    std::fs::write(&path, b"x").unwrap();
-    let source = ProcSource::new(std::process::id() as i32).unwrap();
-    let before = source.sample().unwrap();
-
-    let files: Vec<_> = (0..7)
-        .map(|_| std::fs::File::open(&path).unwrap())
-        .collect();
+fn fd_child_process() {
+    let Ok(arg) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (dir, peer) = arg.split_once(' ').unwrap();
+    let dir = std::path::Path::new(dir);
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    for (name, n) in [("served.bin", 7), ("other.bin", 2)] {
+        for _ in 0..n {
+            keep.push(Box::new(std::fs::File::open(dir.join(name)).unwrap()));
+        }
+    }
+    keep.push(Box::new(std::io::pipe().unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let after = source.sample().unwrap();
+    for _ in 0..3 {
+        let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        keep.push(Box::new((c, s)));
+    }
+    keep.push(Box::new(listener));
+    for _ in 0..2 {
+        keep.push(Box::new(TcpStream::connect(peer).unwrap()));
+    }
+    println!("CHILD READY");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
 
-    // Other tests in this process open and close descriptors too, so the
-    // totals are checked as lower bounds and the served path exactly.
-    assert!(after.fds >= 7 + 3, "{} -> {}", before.fds, after.fds);
-    assert!(after.fds_by_kind.get("file").copied().unwrap_or(0) >= 7);
-    assert!(after.fds_by_kind.get("socket").copied().unwrap_or(0) >= 3);
-    let top = &after.top_files[0];
-    assert_eq!((top.0.as_str(), top.1), (path.to_str().unwrap(), 7));
-    assert!(after.tcp_states.get("LISTEN").copied().unwrap_or(0) >= 1);
-    assert!(after.tcp_states.get("ESTABLISHED").copied().unwrap_or(0) >= 2);
-    assert!(after.rss_bytes > 0 && after.peak_rss_bytes >= after.rss_bytes);
-    assert!(after.threads >= 1);
-    drop((files, client, server, listener));
+#[test]
+fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served.bin");
+    std::fs::write(&served, b"x").unwrap();
+    std::fs::write(dir.path().join("other.bin"), b"y").unwrap();
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fd_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{} {peer_addr}", dir.path().display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("CHILD READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    // The peer closes its ends: the child's two sockets go to CLOSE_WAIT.
+    for _ in 0..2 {
+        drop(peer.accept().unwrap());
+    }
+    let source = ProcSource::new(child.id() as i32).unwrap();
+    let mut sample = source.sample().unwrap();
+    for _ in 0..50 {
+        if sample.tcp_states.get("CLOSE_WAIT") == Some(&2) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sample = source.sample().unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(
+        sample.top_files[0],
+        (served.to_str().unwrap().to_string(), 7)
+    );
+    let other = dir.path().join("other.bin");
+    assert!(sample
+        .top_files
+        .contains(&(other.to_str().unwrap().to_string(), 2)));
+    // 3 pairs to itself, its listener, 2 to the peer.
+    assert_eq!(sample.fds_by_kind.get("socket"), Some(&9), "{sample:?}");
+    assert_eq!(sample.tcp_states.get("ESTABLISHED"), Some(&6), "{sample:?}");
+    assert_eq!(sample.tcp_states.get("LISTEN"), Some(&1), "{sample:?}");
+    assert_eq!(sample.tcp_states.get("CLOSE_WAIT"), Some(&2), "{sample:?}");
+    // The pipe's two ends, and stdout (a pipe to us).
+    assert!(sample.fds_by_kind.get("pipe").copied().unwrap_or(0) >= 2);
+    // Outgoing connections are named by the peer's address, accepted ones
+    // by the listening address: one row per leak, not per ephemeral port.
+    let sockets: std::collections::HashMap<&str, u64> = sample
+        .top_sockets
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    let to_peer = format!("CLOSE_WAIT 127.0.0.1 -> {peer_addr}");
+    assert_eq!(sockets.get(to_peer.as_str()), Some(&2), "{sockets:?}");
+    let accepted = sockets
+        .iter()
+        .find(|(k, _)| k.starts_with("ESTABLISHED") && k.ends_with("<- 127.0.0.1"))
+        .unwrap_or_else(|| panic!("{sockets:?}"));
+    assert_eq!(*accepted.1, 3, "{sockets:?}");
+    let listen = format!("LISTEN {}", accepted.0.split(' ').nth(1).unwrap());
+    assert_eq!(sockets.get(listen.as_str()), Some(&1), "{sockets:?}");
+    assert!(sample.rss_bytes > 0 && sample.peak_rss_bytes >= sample.rss_bytes);
+    assert!(sample.threads >= 1);
 }
 
 #[test]

@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use leakscope_rundir::ProcSample;
+use procfs::net::TcpState;
 use procfs::process::{FDTarget, Process};
 
-/// How many of the most-open file paths a sample keeps.
+/// How many of the most-open file paths (and socket endpoints) a sample
+/// keeps.
 pub const TOP_FILES: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,18 +92,40 @@ impl ProcSource {
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(TOP_FILES);
         sample.top_files = top;
-        sample.tcp_states = self.tcp_states(&socket_inodes);
+        let (states, endpoints) = self.sockets(&socket_inodes);
+        sample.tcp_states = states;
+        sample.top_sockets = endpoints;
         Ok(sample)
     }
 
-    /// TCP state of each of the target's sockets, by inode. Sockets that are
-    /// not TCP (unix, UDP, netlink) are counted under their family instead.
-    fn tcp_states(&self, inodes: &[u64]) -> BTreeMap<String, u64> {
-        let mut by_inode: HashMap<u64, String> = HashMap::new();
-        for table in [self.process.tcp(), self.process.tcp6()] {
-            for entry in table.into_iter().flatten() {
-                by_inode.insert(entry.inode, format!("{:?}", entry.state).to_uppercase());
-            }
+    /// TCP state and endpoints of each of the target's sockets, by inode.
+    /// Sockets that are not TCP (unix, UDP, netlink) are counted under their
+    /// family instead.
+    fn sockets(&self, inodes: &[u64]) -> (BTreeMap<String, u64>, Vec<(String, u64)>) {
+        let entries: Vec<procfs::net::TcpNetEntry> = [self.process.tcp(), self.process.tcp6()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        // Which side of a connection is the stable one: an accepted
+        // connection is named by our listening address and the peer's IP,
+        // an outgoing one by our IP and the peer's address.
+        let listening: std::collections::HashSet<u16> = entries
+            .iter()
+            .filter(|e| e.state == TcpState::Listen)
+            .map(|e| e.local_address.port())
+            .collect();
+        let mut by_inode: HashMap<u64, (&'static str, String)> = HashMap::new();
+        for e in &entries {
+            let state = tcp_state_name(&e.state);
+            let endpoint = if e.state == TcpState::Listen {
+                format!("{state} {}", e.local_address)
+            } else if listening.contains(&e.local_address.port()) {
+                format!("{state} {} <- {}", e.local_address, e.remote_address.ip())
+            } else {
+                format!("{state} {} -> {}", e.local_address.ip(), e.remote_address)
+            };
+            by_inode.insert(e.inode, (state, endpoint));
         }
         let unix: std::collections::HashSet<u64> = self
             .process
@@ -111,15 +135,43 @@ impl ProcSource {
             .map(|e| e.inode)
             .collect();
         let mut states = BTreeMap::new();
+        let mut endpoints: HashMap<&str, u64> = HashMap::new();
         for inode in inodes {
             let key = match by_inode.get(inode) {
-                Some(state) => state.clone(),
+                Some((state, endpoint)) => {
+                    *endpoints.entry(endpoint).or_default() += 1;
+                    state.to_string()
+                }
                 None if unix.contains(inode) => "UNIX".to_string(),
                 None => "OTHER".to_string(),
             };
             *states.entry(key).or_default() += 1;
         }
-        states
+        let mut top: Vec<(String, u64)> = endpoints
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(TOP_FILES);
+        (states, top)
+    }
+}
+
+/// The kernel's names (`ss`, `netstat`), which users search for.
+fn tcp_state_name(state: &TcpState) -> &'static str {
+    match state {
+        TcpState::Established => "ESTABLISHED",
+        TcpState::SynSent => "SYN_SENT",
+        TcpState::SynRecv => "SYN_RECV",
+        TcpState::FinWait1 => "FIN_WAIT1",
+        TcpState::FinWait2 => "FIN_WAIT2",
+        TcpState::TimeWait => "TIME_WAIT",
+        TcpState::Close => "CLOSE",
+        TcpState::CloseWait => "CLOSE_WAIT",
+        TcpState::LastAck => "LAST_ACK",
+        TcpState::Listen => "LISTEN",
+        TcpState::Closing => "CLOSING",
+        TcpState::NewSynRecv => "NEW_SYN_RECV",
     }
 }
 
