@@ -152,13 +152,18 @@ pub struct Load {
 impl Load {
     /// Starts the workers on the current tokio runtime.
     pub fn start(plan: Plan) -> Result<Self, PlanError> {
+        Self::start_with(plan, Arc::default())
+    }
+
+    /// Like [`Load::start`], counting into `counters`, which a recorder may
+    /// already be reading (they stay zero until the load starts).
+    pub fn start_with(plan: Plan, counters: Arc<Counters>) -> Result<Self, PlanError> {
         plan.validate()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(plan.concurrency.max() as usize)
             .build(connector);
-        let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let start = Instant::now();
         let plan = Arc::new(plan);
@@ -203,8 +208,8 @@ impl Load {
 
     /// Waits for the load to end by itself (time or request budget) or by
     /// [`Load::stop`].
-    pub async fn finish(self) -> Summary {
-        for w in self.workers {
+    pub async fn finish(mut self) -> Summary {
+        for w in std::mem::take(&mut self.workers) {
             // A worker only ends by returning; a panic there is a bug worth
             // surfacing in the failure list rather than a crash of the host.
             if let Err(e) = w.await {
@@ -225,6 +230,13 @@ impl Load {
             elapsed: self.start.elapsed(),
             failures,
         }
+    }
+}
+
+impl Drop for Load {
+    /// A load never outlives its handle: workers stop with it.
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

@@ -55,10 +55,14 @@ pub enum TargetEnd {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub enabled: bool,
-    /// The first error that made the source unusable, if any.
+    /// The first error the source gave, if any.
     #[serde(default)]
     pub error: Option<String>,
+    /// Ticks the source was asked.
     pub samples: u64,
+    /// Ticks it failed (its section of those samples is empty).
+    #[serde(default)]
+    pub failed: u64,
     /// Mean wall time per sample, milliseconds: what watching cost.
     pub mean_cost_ms: f64,
 }

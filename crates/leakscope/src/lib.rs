@@ -1,7 +1,13 @@
 //! The leakscope sidecar: records a process from outside (procfs), from its
 //! tokio-console stream and from leakscope-agent, onto one timeline in a run
-//! directory. Work in progress (issue 5): the sources and the recording loop exist; the
-//! CLI, `run` and the load driver do not yet.
+//! directory, optionally while driving load at it.
+//!
+//! The library holds the parts the `leakscope` binary assembles, so tests
+//! can drive them against real processes: the [`sources`], the
+//! [`recorder`] loop, the [`target`] process of `leakscope run`, and the
+//! [`host`] facts that go into `meta.json`.
 
+pub mod host;
 pub mod recorder;
 pub mod sources;
+pub mod target;

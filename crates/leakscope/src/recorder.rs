@@ -38,13 +38,17 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     Duration,
+    /// A signal (Ctrl-C, SIGTERM) asked leakscope to stop.
     Signal,
+    /// The load ended and the settle time passed.
+    LoadEnded,
     TargetGone,
 }
 
 #[derive(Default)]
 struct Cost {
     samples: u64,
+    failed: u64,
     total: Duration,
     error: Option<String>,
 }
@@ -52,6 +56,7 @@ struct Cost {
 impl Cost {
     fn add(&mut self, took: Duration, error: Option<&str>) {
         self.samples += 1;
+        self.failed += u64::from(error.is_some());
         self.total += took;
         if self.error.is_none() {
             self.error = error.map(str::to_string);
@@ -63,6 +68,7 @@ impl Cost {
             enabled: true,
             error: self.error.clone(),
             samples: self.samples,
+            failed: self.failed,
             mean_cost_ms: if self.samples == 0 {
                 0.0
             } else {
@@ -79,16 +85,23 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Records until the duration passes, `stop` resolves, or the target is
-/// gone; finishes `meta.json` with the end time and source costs either way.
+/// Records until the duration passes, `stop` resolves (with its reason), or
+/// the target is gone; finishes `meta.json` with the end time and source
+/// costs either way.
 pub async fn record(
     writer: &mut RunWriter,
     sources: &Sources,
     settings: &Settings,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = Stopped>,
     mut on_tick: impl FnMut(&Sample),
 ) -> Result<Stopped, RunDirError> {
     tokio::pin!(stop);
+    if let Some(console) = &sources.console {
+        // The stream's first replay takes a moment; without it the baseline
+        // sample would have no tasks. A console that is down costs 3 s here
+        // and an error per tick after.
+        console.wait_connected(Duration::from_secs(3)).await;
+    }
     let start = Instant::now();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,7 +111,7 @@ pub async fn record(
     let mut metrics_seen = false;
     let stopped = loop {
         let stop_now = tokio::select! {
-            _ = &mut stop => Some(Stopped::Signal),
+            why = &mut stop => Some(why),
             _ = ticker.tick() => None,
         };
         let out_of_time = settings.duration.is_some_and(|d| start.elapsed() >= d);

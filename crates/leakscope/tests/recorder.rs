@@ -2,8 +2,6 @@
 //! as a target (the download server with leakscope-agent, in-process), so the
 //! recorder watches a separate process it can see die.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leakscope::recorder::{self, Settings, Sources, Stopped};
@@ -12,75 +10,15 @@ use leakscope::sources::console::ConsoleSource;
 use leakscope::sources::metrics::{MetricsSource, DEFAULT_COUNTER};
 use leakscope::sources::procfs::ProcSource;
 use leakscope_rundir::{Host, Meta, Run, RunWriter, SCHEMA_VERSION};
-use tracing_subscriber::prelude::*;
 
-const TARGET_ENV: &str = "LEAKSCOPE_TEST_TARGET_ROOT";
+mod common;
 
-/// Not a test: the target process, when re-executed with `TARGET_ENV` set.
+use common::spawn_target;
+
+/// Not a test: the target process, when re-executed (see `common`).
 #[test]
 fn target_process() {
-    let Ok(root) = std::env::var(TARGET_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let config = leakscope_agent::console::ConsoleConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        };
-        let (layer, console) = leakscope_agent::console::spawn(&config).unwrap();
-        tracing_subscriber::registry().with(layer).init();
-        let agent = leakscope_agent::Agent::builder()
-            .listen(Some("127.0.0.1:0".parse().unwrap()))
-            .start()
-            .unwrap();
-        let mut c = download_server::Config::new(root);
-        c.listen = "127.0.0.1:0".parse().unwrap();
-        let server = download_server::Server::bind(c).await.unwrap();
-        println!("TARGET agent {}", agent.local_addr().unwrap());
-        println!("TARGET console {console}");
-        println!("TARGET server {}", server.local_addr());
-        server.run(std::future::pending()).await;
-    });
-}
-
-struct Target {
-    child: Child,
-    agent: String,
-    console: String,
-    server: String,
-}
-
-fn spawn_target(root: &std::path::Path) -> Target {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "target_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(TARGET_ENV, root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut get = |what: &str| loop {
-        let line = lines.next().expect("target output").unwrap();
-        // libtest may print "test target_process ... " before it on the line.
-        if let Some((_, v)) = line.split_once(&format!("TARGET {what} ")) {
-            return format!("http://{v}");
-        }
-    };
-    let agent = get("agent");
-    let console = get("console");
-    let server = get("server");
-    Target {
-        child,
-        agent,
-        console,
-        server,
-    }
+    common::target_process();
 }
 
 fn meta(pid: u32) -> Meta {
@@ -120,6 +58,7 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
             &target.console,
             Duration::from_millis(100),
         )),
+        load: None,
         metrics: Some(MetricsSource::new(
             &format!("{}/metrics", target.server),
             DEFAULT_COUNTER,
@@ -154,7 +93,7 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         &mut writer,
         &sources,
         &settings,
-        std::future::pending(),
+        std::future::pending::<Stopped>(),
         |_| {},
     )
     .await

@@ -49,6 +49,26 @@ impl ConsoleSource {
         Self { state, task }
     }
 
+    /// Waits until the stream is up and its replay applied, at most
+    /// `timeout`; the recorder calls it so the baseline sample has tasks.
+    pub async fn wait_connected(&self, timeout: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            if self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .connected
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Live tasks now; `Err` with the last connection error while the
     /// stream is down.
     pub fn snapshot(&self) -> Result<ConsoleSample, String> {
@@ -83,7 +103,7 @@ async fn follow(url: String, retry: Duration, state: Arc<Mutex<State>>) {
         if let Err(e) = watch(&url, &state).await {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             if s.connected || s.last_error.is_none() {
-                tracing::warn!(%url, error = %e, "console stream unavailable; retrying");
+                tracing::debug!(%url, error = %e, "console stream unavailable; retrying");
             }
             s.connected = false;
             s.last_error = Some(format!("{url}: {e}"));
@@ -105,9 +125,8 @@ async fn watch(url: &str, state: &Mutex<State>) -> Result<(), String> {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         // A new watch replays everything still retained: start over.
         s.tasks.clear();
-        s.connected = true;
-        s.last_error = None;
     }
+    let mut first = true;
     loop {
         let update = match stream.message().await {
             Ok(Some(u)) => u,
@@ -115,6 +134,9 @@ async fn watch(url: &str, state: &Mutex<State>) -> Result<(), String> {
             Err(e) => return Err(format!("stream: {}", e.message())),
         };
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        // Connected once the replay is applied, so a first snapshot is not
+        // an empty map that merely has not been filled yet.
+        let replayed = std::mem::take(&mut first);
         if let Some(meta) = update.new_metadata {
             for m in meta.metadata {
                 if let (Some(id), Some(md)) = (m.id, m.metadata) {
@@ -123,6 +145,10 @@ async fn watch(url: &str, state: &Mutex<State>) -> Result<(), String> {
             }
         }
         let Some(tasks) = update.task_update else {
+            if replayed {
+                s.connected = true;
+                s.last_error = None;
+            }
             continue;
         };
         s.dropped_events = s.dropped_events.saturating_add(tasks.dropped_events);
@@ -168,6 +194,10 @@ async fn watch(url: &str, state: &Mutex<State>) -> Result<(), String> {
             if stats.dropped_at.is_some() {
                 s.tasks.remove(&id);
             }
+        }
+        if replayed {
+            s.connected = true;
+            s.last_error = None;
         }
     }
 }

@@ -66,11 +66,9 @@ impl ProcSource {
         };
         let mut files: HashMap<String, u64> = HashMap::new();
         let mut socket_inodes: Vec<u64> = Vec::new();
-        for fd in self.process.fd().map_err(|e| classify(pid, e))? {
-            // A descriptor closed between listing and reading is not an error.
-            let Ok(fd) = fd else { continue };
+        for target in self.fd_targets()? {
             sample.fds += 1;
-            let kind = match fd.target {
+            let kind = match target {
                 FDTarget::Path(path) => {
                     *files
                         .entry(path.to_string_lossy().into_owned())
@@ -96,6 +94,39 @@ impl ProcSource {
         sample.tcp_states = states;
         sample.top_sockets = endpoints;
         Ok(sample)
+    }
+
+    /// What each open descriptor points at. One `readlinkat` per fd: the
+    /// procfs crate's `fd()` also opens and stats each one (4 syscalls),
+    /// which made a sample of a process with 13,000 leaked fds take 77 ms.
+    fn fd_targets(&self) -> Result<Vec<FDTarget>, ProcSourceError> {
+        let pid = self.pid;
+        let dir_path = format!("/proc/{pid}/fd");
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => ProcSourceError::Gone { pid },
+            std::io::ErrorKind::PermissionDenied => ProcSourceError::PermissionDenied { pid },
+            _ => ProcSourceError::Other {
+                pid,
+                message: format!("{dir_path}: {e}"),
+            },
+        };
+        let dir = std::fs::File::open(&dir_path).map_err(io)?;
+        let mut targets = Vec::new();
+        let mut link = Vec::with_capacity(256);
+        for entry in std::fs::read_dir(&dir_path).map_err(io)? {
+            let Ok(entry) = entry else { continue };
+            // A descriptor closed between listing and reading is not an error.
+            link = match rustix::fs::readlinkat(&dir, entry.file_name(), std::mem::take(&mut link))
+            {
+                Ok(l) => l.into_bytes(),
+                Err(_) => continue,
+            };
+            let text = String::from_utf8_lossy(&link);
+            if let Ok(t) = text.parse::<FDTarget>() {
+                targets.push(t);
+            }
+        }
+        Ok(targets)
     }
 
     /// TCP state and endpoints of each of the target's sockets, by inode.

@@ -1,0 +1,366 @@
+//! The target of `leakscope run`: started, watched until ready, stopped.
+//!
+//! The target runs in its own process group so a Ctrl-C at the terminal
+//! reaches leakscope alone, which then stops the target the graceful way
+//! (SIGTERM to the group, SIGKILL after a deadline) and still finishes the
+//! run directory. Its output goes to a log file in the run directory, line by
+//! line, and is scanned for the ready line and for addresses it announces.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leakscope_rundir::TargetEnd;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// How leakscope knows the target can take load.
+#[derive(Debug, Clone)]
+pub enum Ready {
+    /// As soon as it is started.
+    Started,
+    /// When it prints a line (stdout or stderr) starting with this text.
+    Line(String),
+    /// When this address accepts a TCP connection.
+    Port(SocketAddr),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no command to run (give it after --)")]
+    NoCommand,
+    #[error("starting {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the target exited before it was ready ({end}); its last output:\n{tail}")]
+    ExitedEarly { end: String, tail: String },
+    #[error(
+        "the target was not ready within {timeout:?} ({waiting_for}); its last output:\n{tail}"
+    )]
+    NotReady {
+        timeout: Duration,
+        waiting_for: String,
+        tail: String,
+    },
+    #[error(
+        "{placeholder}: the target printed no line starting with {prefix:?} before it was ready"
+    )]
+    NoSuchLine { placeholder: String, prefix: String },
+    #[error("{placeholder}: the line {line:?} holds no HOST:PORT address")]
+    NoAddress { placeholder: String, line: String },
+}
+
+/// A started target.
+pub struct Target {
+    child: Child,
+    pid: u32,
+    /// Every line printed before it was ready, for placeholders.
+    lines: Vec<String>,
+    ready_line: Option<String>,
+    end: Option<TargetEnd>,
+}
+
+/// Lines kept for error messages when the target fails to start.
+const TAIL_LINES: usize = 20;
+
+impl Target {
+    /// Starts `command`, logging its output to `log`, and waits until it is
+    /// ready. A target that exits or never gets ready is stopped and the
+    /// error carries the end of its output.
+    pub async fn start(
+        command: &[String],
+        log: &Path,
+        ready: &Ready,
+        timeout: Duration,
+    ) -> Result<Self, TargetError> {
+        let (program, args) = command.split_first().ok_or(TargetError::NoCommand)?;
+        let file = std::fs::File::create(log).map_err(|source| TargetError::Log {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        let log = Arc::new(Mutex::new(std::io::LineWriter::new(file)));
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| TargetError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let pid = child.id().expect("a child just spawned has a pid");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, Arc::clone(&log), tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, log, tx));
+        }
+        let mut target = Self {
+            child,
+            pid,
+            lines: Vec::new(),
+            ready_line: None,
+            end: None,
+        };
+        let deadline = Instant::now() + timeout;
+        let tail = |lines: &[String]| {
+            let from = lines.len().saturating_sub(TAIL_LINES);
+            let t = lines[from..].join("\n");
+            if t.is_empty() {
+                "(nothing)".to_string()
+            } else {
+                t
+            }
+        };
+        loop {
+            if let Ready::Port(addr) = ready {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    break;
+                }
+            }
+            if matches!(ready, Ready::Started) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let waiting_for = match ready {
+                    Ready::Line(l) => format!("a line starting with {l:?}"),
+                    Ready::Port(a) => format!("{a} to accept"),
+                    Ready::Started => unreachable!(),
+                };
+                // Give the log pumps a moment so the tail is complete.
+                while let Ok(Some(l)) =
+                    tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+                {
+                    target.lines.push(l);
+                }
+                target.stop(Duration::from_secs(2)).await;
+                return Err(TargetError::NotReady {
+                    timeout,
+                    waiting_for,
+                    tail: tail(&target.lines),
+                });
+            }
+            let poll = (deadline - now).min(Duration::from_millis(50));
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(line) => {
+                        let hit = matches!(ready, Ready::Line(p) if line.trim_start().starts_with(p.as_str()));
+                        target.lines.push(line.clone());
+                        if hit {
+                            target.ready_line = Some(line);
+                            break;
+                        }
+                    }
+                    // Both streams closed: the target is exiting.
+                    None => {
+                        let status = target.child.wait().await;
+                        let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
+                        return Err(TargetError::ExitedEarly {
+                            end: describe(&end),
+                            tail: tail(&target.lines),
+                        });
+                    }
+                },
+                status = target.child.wait() => {
+                    let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
+                    while let Ok(Some(l)) =
+                        tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                    {
+                        target.lines.push(l);
+                    }
+                    return Err(TargetError::ExitedEarly {
+                        end: describe(&end),
+                        tail: tail(&target.lines),
+                    });
+                }
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        Ok(target)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Replaces `{addr}` with the address on the ready line, and
+    /// `{addr:PREFIX}` with the address on the first line that starts with
+    /// PREFIX, so a target listening on port 0 can be found.
+    pub fn resolve(&self, template: &str) -> Result<String, TargetError> {
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(open) = rest.find("{addr") {
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            let placeholder = &rest[open..open + close + 1];
+            let inner = &placeholder[1..placeholder.len() - 1];
+            let line = match inner.strip_prefix("addr:") {
+                Some(prefix) => self
+                    .lines
+                    .iter()
+                    .find(|l| l.trim_start().starts_with(prefix))
+                    .map(|l| (l, prefix.to_string())),
+                None if inner == "addr" => self.ready_line.as_ref().map(|l| (l, String::new())),
+                None => {
+                    out.push_str(&rest[..open + close + 1]);
+                    rest = &rest[open + close + 1..];
+                    continue;
+                }
+            };
+            let Some((line, prefix)) = line else {
+                return Err(TargetError::NoSuchLine {
+                    placeholder: placeholder.to_string(),
+                    prefix: inner
+                        .strip_prefix("addr:")
+                        .unwrap_or("(the ready line)")
+                        .into(),
+                });
+            };
+            let addr = line.trim_start()[prefix.len()..]
+                .split_whitespace()
+                .find_map(|w| {
+                    w.trim_matches(|c| c == ',' || c == ';')
+                        .parse::<SocketAddr>()
+                        .ok()
+                })
+                .ok_or_else(|| TargetError::NoAddress {
+                    placeholder: placeholder.to_string(),
+                    line: line.clone(),
+                })?;
+            out.push_str(&rest[..open]);
+            out.push_str(&addr.to_string());
+            rest = &rest[open + close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// How the target ended, if it has; does not wait.
+    pub fn try_end(&mut self) -> Option<TargetEnd> {
+        if self.end.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.end = Some(end_of(status));
+            }
+        }
+        self.end.clone()
+    }
+
+    /// Waits until the target ends by itself.
+    pub async fn ended(&mut self) -> TargetEnd {
+        if let Some(end) = &self.end {
+            return end.clone();
+        }
+        let end = self
+            .child
+            .wait()
+            .await
+            .map(end_of)
+            .unwrap_or(TargetEnd::Vanished);
+        self.end = Some(end.clone());
+        end
+    }
+
+    /// SIGTERM to the target's process group, SIGKILL if it is still there
+    /// after `grace`; returns how it ended.
+    pub async fn stop(&mut self, grace: Duration) -> TargetEnd {
+        if let Some(end) = self.try_end() {
+            return end;
+        }
+        let group = rustix::process::Pid::from_raw(self.pid as i32);
+        if let Some(group) = group {
+            if let Err(e) =
+                rustix::process::kill_process_group(group, rustix::process::Signal::TERM)
+            {
+                tracing::debug!(error = %e, "SIGTERM to the target's group");
+            }
+        }
+        if let Ok(end) = tokio::time::timeout(grace, self.ended()).await {
+            return end;
+        }
+        tracing::warn!(
+            pid = self.pid,
+            ?grace,
+            "the target ignored SIGTERM; sending SIGKILL"
+        );
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+        self.ended().await
+    }
+}
+
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    log: Arc<Mutex<std::io::LineWriter<std::fs::File>>>,
+    lines: mpsc::UnboundedSender<String>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if let Ok(mut log) = log.lock() {
+            let _ = log.write_all(&buf);
+            if buf.last() != Some(&b'\n') {
+                let _ = log.write_all(b"\n");
+            }
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        // Nobody listens once the target is ready; that is fine.
+        let _ = lines.send(line);
+    }
+}
+
+pub fn end_of(status: ExitStatus) -> TargetEnd {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => TargetEnd::Exited { code },
+        (None, Some(signal)) => TargetEnd::Signaled { signal },
+        (None, None) => TargetEnd::Vanished,
+    }
+}
+
+/// "exited with status 3", "killed by SIGKILL", …
+pub fn describe(end: &TargetEnd) -> String {
+    match end {
+        TargetEnd::StillRunning => "still running".into(),
+        TargetEnd::Exited { code } => format!("exited with status {code}"),
+        TargetEnd::Signaled { signal } => {
+            let name = match signal {
+                9 => "SIGKILL",
+                15 => "SIGTERM",
+                2 => "SIGINT",
+                6 => "SIGABRT",
+                11 => "SIGSEGV",
+                _ => "",
+            };
+            if name.is_empty() {
+                format!("killed by signal {signal}")
+            } else {
+                format!("killed by {name}")
+            }
+        }
+        TargetEnd::Vanished => "gone (exit status unknown)".into(),
+    }
+}

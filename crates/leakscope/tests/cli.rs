@@ -1,0 +1,518 @@
+//! The `leakscope` binary end to end: real target processes, real load on
+//! loopback, the run directory read back with the report side's reader.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use leakscope_rundir::{Run, TargetEnd};
+
+/// Not a test: the target process, when re-executed (see `common`).
+#[test]
+fn target_process() {
+    common::target_process();
+}
+
+const SERVED: &str = "big.bin";
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::write(dir.path().join("root").join(SERVED), vec![1u8; 4 << 20]).unwrap();
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn leakscope(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakscope"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `leakscope run` on the fd-leak scenario with the given variant.
+fn run_fd_leak(setup: &Setup, variant: &str, requests: &str) -> (Output, PathBuf) {
+    let out = setup.out(variant);
+    let mut args: Vec<String> = [
+        "run",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+        "--interval",
+        "100ms",
+        "--heap-profile-every",
+        "1s",
+        "--ready-line",
+        "listening on",
+        "--agent",
+        "http://{addr:agent listening on}",
+        "--console",
+        "http://{addr:console listening on}",
+        "--metrics",
+        "http://{addr}/metrics",
+        "--load",
+        "abort:64KiB",
+        "--url",
+        "http://{addr}/s/fd-leak/big.bin",
+        "--concurrency",
+        "4",
+        "--requests",
+        requests,
+        "--settle",
+        "500ms",
+        "--label",
+        "scenario=fd-leak",
+        "--label",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("variant={variant}"));
+    args.push("--".into());
+    args.extend(common::target_command());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = leakscope(
+        &args,
+        &[
+            (common::TARGET_ROOT_ENV, setup.root().to_str().unwrap()),
+            (common::TARGET_VARIANT_ENV, variant),
+        ],
+    );
+    (o, out)
+}
+
+#[test]
+fn run_records_the_fd_leak_with_the_served_file_on_top() {
+    let setup = Setup::new();
+    let (o, out) = run_fd_leak(&setup, "leaky", "200");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        out.to_str().unwrap()
+    );
+
+    let run = Run::open(&out).unwrap();
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let meta = &run.meta;
+    assert_eq!(meta.labels["scenario"], "fd-leak");
+    assert_eq!(meta.labels["variant"], "leaky");
+    assert_eq!(meta.target_end, Some(TargetEnd::Exited { code: 0 }));
+    assert!(meta.command.iter().any(|a| a == "target_process"));
+    assert!(meta.pid > 0 && meta.ended_unix_ms.is_some());
+    for source in ["procfs", "agent", "console", "metrics"] {
+        let info = &meta.sources[source];
+        assert!(
+            info.error.is_none() && info.samples > 0,
+            "{source}: {info:?}"
+        );
+    }
+
+    let first = run.samples.first().unwrap();
+    let last = run.samples.last().unwrap();
+    // The baseline is taken before the first request.
+    assert_eq!(first.load.as_ref().map_or(0, |l| l.requests_total), 0);
+    let load = last.load.as_ref().unwrap();
+    assert_eq!(load.aborted, 200, "{load:?}");
+    assert!(load.requests_total >= 200, "{load:?}");
+    let (p0, p1) = (first.proc.as_ref().unwrap(), last.proc.as_ref().unwrap());
+    // One fd per aborted download stays open (a few may still be closing).
+    assert!(p1.fds >= p0.fds + 190, "{} -> {}", p0.fds, p1.fds);
+    let served = setup.root().join(SERVED).canonicalize().unwrap();
+    let (path, count) = &p1.top_files[0];
+    assert_eq!(Path::new(path), served);
+    assert!(*count >= 190, "{count}");
+    assert!(last.console.as_ref().unwrap().live_tasks >= 1);
+    let profiles: Vec<_> = run
+        .samples
+        .iter()
+        .filter_map(|s| s.heap_profile.as_ref())
+        .collect();
+    assert!(profiles.len() >= 2, "{profiles:?}");
+    assert!(out.join(profiles[profiles.len() - 1]).is_file());
+    let log = std::fs::read_to_string(out.join("target.log")).unwrap();
+    assert!(log.contains("listening on"), "{log}");
+
+    // The fixed variant under the same load keeps its fds.
+    let (o, out) = run_fd_leak(&setup, "fixed", "200");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = Run::open(&out).unwrap();
+    let p0 = run.samples.first().unwrap().proc.clone().unwrap();
+    let p1 = run.samples.last().unwrap().proc.clone().unwrap();
+    assert!(p1.fds < p0.fds + 20, "{} -> {}", p0.fds, p1.fds);
+}
+
+#[test]
+fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
+    let setup = Setup::new();
+    let out = setup.out("work");
+    let go = setup.out("go");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakscope"));
+    cmd.args(["run", "-q", "--interval", "50ms", "--duration", "60s"])
+        .args(["--ready-line", "listening on"])
+        .args(["--agent", "http://{addr:agent listening on}"])
+        .args(["--console", "http://{addr:console listening on}"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--")
+        .args(common::target_command())
+        .env(common::TARGET_ROOT_ENV, setup.root())
+        .env(common::TARGET_WORK_ENV, format!("40,64,{}", go.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // A baseline first, then the work; the tasks end a second later.
+    let began = Instant::now();
+    let samples = || Run::open(&out).map_or(0, |r| r.samples.len());
+    while samples() < 4 {
+        assert!(began.elapsed() < Duration::from_secs(30), "no samples");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go, "").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = Run::open(&out).unwrap();
+    // The 40 tasks' spawn site, in the test's own file.
+    let site = run
+        .samples
+        .iter()
+        .flat_map(|s| s.console.as_ref().unwrap().by_location.iter())
+        .max_by_key(|(_, n)| **n)
+        .map(|(loc, _)| loc.clone())
+        .unwrap();
+    assert!(site.contains("tests/common/mod.rs"), "{site}");
+    let series: Vec<u64> = run
+        .samples
+        .iter()
+        .map(|s| {
+            let console = s.console.as_ref().expect("console in every sample");
+            console.by_location.get(&site).copied().unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(series.first(), Some(&0), "{series:?}");
+    assert_eq!(series.iter().max(), Some(&40), "{series:?}");
+    assert_eq!(series.last(), Some(&0), "they end: {series:?}");
+    let heap = |i: usize| run.samples[i].heap.as_ref().unwrap().allocated.unwrap();
+    let (first, last) = (heap(0), heap(run.samples.len() - 1));
+    assert!(last >= first + (60 << 20), "{first} -> {last}");
+}
+
+#[test]
+fn a_target_killed_mid_run_ends_the_recording_with_its_signal() {
+    let setup = Setup::new();
+    let out = setup.out("killed");
+    let child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args([
+            "run",
+            "-q",
+            "--interval",
+            "50ms",
+            "--duration",
+            "30s",
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--", "sleep", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few samples, then kill -9 the target.
+    let began = Instant::now();
+    let pid = loop {
+        assert!(began.elapsed() < Duration::from_secs(20), "no samples");
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(run) = Run::open(&out) else { continue };
+        if run.meta.pid > 0 && run.samples.len() >= 5 {
+            break run.meta.pid;
+        }
+    };
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(began.elapsed() < Duration::from_secs(20));
+    let run = Run::open(&out).unwrap();
+    assert_eq!(run.meta.target_end, Some(TargetEnd::Signaled { signal: 9 }));
+    assert!(run.samples.len() >= 5);
+    assert!(run.samples.iter().all(|s| s.proc.is_some()));
+    assert!(stderr(&o).contains("killed by SIGKILL"), "{}", stderr(&o));
+}
+
+#[test]
+fn ctrl_c_stops_the_target_gracefully_and_finishes_the_run() {
+    let setup = Setup::new();
+    let out = setup.out("interrupted");
+    let child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["run", "-q", "--interval", "50ms", "--out"])
+        .arg(&out)
+        .args(["--", "sleep", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    while Run::open(&out).map_or(true, |r| r.samples.len() < 3) {
+        assert!(began.elapsed() < Duration::from_secs(20), "no samples");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = Run::open(&out).unwrap();
+    // `sleep` does not handle SIGTERM, so it dies of it: leakscope sent it.
+    assert_eq!(
+        run.meta.target_end,
+        Some(TargetEnd::Signaled { signal: 15 })
+    );
+    assert!(run.meta.ended_unix_ms.is_some());
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+}
+
+#[test]
+fn a_target_that_never_gets_ready_is_stopped_and_its_output_shown() {
+    let setup = Setup::new();
+    let began = Instant::now();
+    let o = leakscope(
+        &[
+            "run",
+            "--out",
+            setup.out("never").to_str().unwrap(),
+            "--ready-line",
+            "READY",
+            "--ready-timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "echo warming up; sleep 60",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("not ready within 1s"), "{e}");
+    assert!(e.contains("warming up"), "{e}");
+    // The whole process group was stopped, not just the shell.
+    assert!(began.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn a_target_that_exits_early_is_reported_with_its_status_and_output() {
+    let setup = Setup::new();
+    let o = leakscope(
+        &[
+            "run",
+            "--out",
+            setup.out("early").to_str().unwrap(),
+            "--ready-port",
+            "127.0.0.1:1",
+            "--",
+            "sh",
+            "-c",
+            "echo no config file >&2; exit 3",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("exited with status 3"), "{e}");
+    assert!(e.contains("no config file"), "{e}");
+}
+
+#[test]
+fn record_attaches_to_a_running_process_and_leaves_it_running() {
+    let setup = Setup::new();
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = setup.out("attached");
+    let o = leakscope(
+        &[
+            "record",
+            "-q",
+            "--pid",
+            &sleeper.id().to_string(),
+            "--interval",
+            "50ms",
+            "--duration",
+            "500ms",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let still_running = sleeper.try_wait().unwrap().is_none();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(still_running);
+    let run = Run::open(&out).unwrap();
+    assert_eq!(run.meta.target_end, Some(TargetEnd::StillRunning));
+    assert_eq!(run.meta.command, ["sleep", "30"]);
+    assert!(run.samples.len() >= 5, "{}", run.samples.len());
+}
+
+#[test]
+fn an_unreachable_source_warns_once_and_the_others_go_on() {
+    let setup = Setup::new();
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = setup.out("partial");
+    let o = leakscope(
+        &[
+            "record",
+            "--pid",
+            &sleeper.id().to_string(),
+            "--agent",
+            "http://127.0.0.1:1",
+            "--interval",
+            "50ms",
+            "--duration",
+            "600ms",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.matches("warning: agent").count(), 1, "{e}");
+    let run = Run::open(&out).unwrap();
+    assert!(run.meta.sources["agent"].error.is_some());
+    assert!(run.samples.len() >= 5);
+    assert!(run
+        .samples
+        .iter()
+        .all(|s| s.proc.is_some() && s.heap.is_none()));
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let setup = Setup::new();
+    let taken = setup.out("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), "precious").unwrap();
+    let nopid = setup.out("nopid");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", "--out", taken.to_str().unwrap(), "--", "true"],
+            "already holds files",
+        ),
+        (
+            &[
+                "run",
+                "--out",
+                "x",
+                "--load",
+                "abort:lots",
+                "--url",
+                "http://127.0.0.1:1/",
+                "--",
+                "true",
+            ],
+            "not a size",
+        ),
+        (
+            &["run", "--out", "x", "--load", "full", "--", "true"],
+            "needs at least one --url",
+        ),
+        (
+            &["run", "--out", "x", "--interval", "1ms", "--", "true"],
+            "at least 10ms",
+        ),
+        (
+            &["run", "--out", "x", "--label", "novalue", "--", "true"],
+            "KEY=VALUE",
+        ),
+        (
+            &["run", "--out", "x", "--concurrency", "0", "--", "true"],
+            "1 or more",
+        ),
+        (
+            &[
+                "record",
+                "--pid",
+                "999999999",
+                "--out",
+                nopid.to_str().unwrap(),
+            ],
+            "999999999",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = leakscope(args, &[]);
+        assert!(!o.status.success(), "{args:?}");
+        let e = stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert!(!Path::new("x").exists());
+}
+
+#[test]
+fn an_address_the_target_never_printed_stops_it_with_a_clear_error() {
+    let setup = Setup::new();
+    let out = setup.out("noaddr");
+    let o = leakscope(
+        &[
+            "run",
+            "--out",
+            out.to_str().unwrap(),
+            "--ready-line",
+            "up",
+            "--agent",
+            "http://{addr:debug listening on}",
+            "--",
+            "sh",
+            "-c",
+            "echo up at 127.0.0.1:9; sleep 60",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no line starting with \"debug listening on\""),
+        "{e}"
+    );
+    let run = Run::open(&out).unwrap();
+    assert!(matches!(
+        run.meta.target_end,
+        Some(TargetEnd::Signaled { signal: 15 })
+    ));
+}
