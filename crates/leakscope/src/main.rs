@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Record(args) => cli::record::run(args, cli.quiet).await,
             Command::Run(args) => cli::run::run(args, cli.quiet).await,
+            Command::Load(args) => cli::load::run(args).await,
         }
     });
     match result {

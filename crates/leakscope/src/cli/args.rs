@@ -29,6 +29,15 @@ pub enum Command {
     /// Start a command, wait until it is ready, record it (optionally under
     /// load), then stop it.
     Run(RunArgs),
+    /// Drive load only, without recording, and print what it did: for
+    /// side-by-side comparisons and as a leak-shaped load generator.
+    Load(LoadOnlyArgs),
+}
+
+#[derive(Args)]
+pub struct LoadOnlyArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 #[derive(Args)]

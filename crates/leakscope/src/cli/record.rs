@@ -12,7 +12,7 @@ use super::session;
 pub async fn run(args: RecordArgs, quiet: bool) -> Result<()> {
     session::check(&args.rec, &args.load)?;
     let no_placeholders = |s: &str| Ok(s.to_string());
-    let plan = session::plan(&args.load, &args.rec, &no_placeholders)?;
+    let plan = session::plan(&args.load, args.rec.duration, &no_placeholders)?;
     let counters = plan.as_ref().map(|_| Arc::default());
     let sources = session::sources(args.pid, &args.rec, &no_placeholders, counters)?;
     // Attached, not started: the command line is the process's own.

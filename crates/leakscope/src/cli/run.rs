@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
 
     let prepared = (|| {
         let resolve = |s: &str| target.resolve(s).map_err(anyhow::Error::from);
-        let plan = session::plan(&args.load, &args.rec, &resolve)?;
+        let plan = session::plan(&args.load, args.rec.duration, &resolve)?;
         let counters = plan.as_ref().map(|_| Arc::default());
         let sources = session::sources(pid as i32, &args.rec, &resolve, counters)?;
         Ok::<_, anyhow::Error>((plan, sources))

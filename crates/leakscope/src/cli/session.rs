@@ -67,7 +67,7 @@ pub fn meta(command: Vec<String>, pid: u32, rec: &RecordingArgs) -> Meta {
 /// The load's plan; URLs go through `resolve` ({addr} placeholders).
 pub fn plan(
     load: &LoadArgs,
-    rec: &RecordingArgs,
+    duration: Option<Duration>,
     resolve: &dyn Fn(&str) -> Result<String>,
 ) -> Result<Option<Plan>> {
     if load.urls.is_empty() {
@@ -88,7 +88,7 @@ pub fn plan(
         concurrency: load.concurrency,
         duration: load
             .load_duration
-            .or(rec.duration)
+            .or(duration)
             .unwrap_or(Duration::from_secs(30)),
         max_requests: load.requests,
         request_timeout: load.request_timeout,
@@ -263,6 +263,13 @@ pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
         );
     }
     if let Some(l) = &outcome.load {
+        print_load(l);
+    }
+    println!("{}", writer.dir().display());
+}
+
+pub fn print_load(l: &Summary) {
+    {
         eprintln!(
             "load: {} done, {} failed, {} aborted, {} cut at the end; {:.1} requests/s, {:.1} MiB/s",
             l.counts.done,
@@ -276,5 +283,4 @@ pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
             eprintln!("  failed {n}×: {reason}");
         }
     }
-    println!("{}", writer.dir().display());
 }
