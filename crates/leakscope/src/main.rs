@@ -29,11 +29,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Check(args) => return cli::check::run(args),
+        Command::Report(args) => return cli::report::run(args),
+        other => other,
+    };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Command::Record(args) => cli::record::run(args, cli.quiet).await,
             Command::Run(args) => cli::run::run(args, cli.quiet).await,
             Command::Load(args) => cli::load::run(args).await,
+            Command::Check(_) | Command::Report(_) => unreachable!("handled before the runtime"),
         }
     });
     match result {

@@ -67,7 +67,7 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
     };
     let settings = Settings {
         interval: Duration::from_millis(100),
-        duration: Some(Duration::from_secs(8)),
+        duration: Some(Duration::from_secs(60)),
         heap_profile_every: Some(Duration::from_millis(500)),
     };
     let run_dir = dir.path().join("run");
@@ -84,8 +84,16 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+    // Killed once the load is done and 15 samples are in, however slow the
+    // machine: a fixed delay raced the recorder's wait for the console.
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = ticks.clone();
     let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        load.await.unwrap();
+        let at_load_end = seen.load(std::sync::atomic::Ordering::Relaxed);
+        while seen.load(std::sync::atomic::Ordering::Relaxed) < (at_load_end + 3).max(15) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         target.child.kill().unwrap();
         target.child.wait().unwrap()
     });
@@ -94,11 +102,12 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         &sources,
         &settings,
         std::future::pending::<Stopped>(),
-        |_| {},
+        |_| {
+            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
     )
     .await
     .unwrap();
-    load.await.unwrap();
     killer.await.unwrap();
     assert_eq!(stopped, Stopped::TargetGone);
 

@@ -32,6 +32,12 @@ pub enum Command {
     /// Drive load only, without recording, and print what it did: for
     /// side-by-side comparisons and as a leak-shaped load generator.
     Load(LoadOnlyArgs),
+    /// Judge one run directory against per-request limits: exit 1 when a
+    /// LEAK breaks one, 2 when the run cannot be read. A CI gate.
+    Check(super::check::CheckArgs),
+    /// Render run directories as HTML: one page per scenario (its variants
+    /// on the same axes) and an index of verdicts.
+    Report(super::report::ReportArgs),
 }
 
 #[derive(Args)]

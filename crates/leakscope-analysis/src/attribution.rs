@@ -1,0 +1,179 @@
+//! What is behind a growing metric: allocation sites from the first and
+//! last heap profiles, spawn locations and task names, fd kinds, paths,
+//! TCP states and endpoints, and dhat's sites live at exit when a dhat file
+//! sits in the run directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use leakscope_rundir::Sample;
+use serde::Serialize;
+
+use crate::pprof::{self, Frame};
+
+/// How many rows each table keeps.
+pub const TOP: usize = 10;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Attribution {
+    /// The profiles diffed, relative to the run directory.
+    pub heap_profiles: Option<(String, String)>,
+    pub heap_sites: Vec<HeapSite>,
+    pub task_locations: Vec<Growth>,
+    pub task_names: Vec<Growth>,
+    pub fd_kinds: Vec<Growth>,
+    pub fd_paths: Vec<Growth>,
+    pub tcp_states: Vec<Growth>,
+    pub sockets: Vec<Growth>,
+    pub dhat_sites: Vec<DhatSite>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapSite {
+    /// Leaf first.
+    pub frames: Vec<Frame>,
+    /// The first frame in the target's own code, if any.
+    pub own: Option<usize>,
+    pub before: f64,
+    pub after: f64,
+    pub growth: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Growth {
+    pub key: String,
+    pub before: f64,
+    pub after: f64,
+    pub growth: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DhatSite {
+    pub bytes_at_end: u64,
+    pub blocks_at_end: u64,
+    pub frames: Vec<String>,
+}
+
+/// Median of a keyed count over some samples; keys absent in a sample
+/// count 0 there (a path outside the top 10 is not "gone", but it is small).
+fn medians(
+    samples: &[&Sample],
+    get: &dyn Fn(&Sample) -> Vec<(String, f64)>,
+) -> BTreeMap<String, f64> {
+    let rows: Vec<BTreeMap<String, f64>> = samples
+        .iter()
+        .map(|s| get(s).into_iter().collect())
+        .collect();
+    let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.keys()).collect();
+    keys.into_iter()
+        .map(|k| {
+            let mut v: Vec<f64> = rows
+                .iter()
+                .map(|r| r.get(k).copied().unwrap_or(0.0))
+                .collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let m = v.len();
+            let med = if m % 2 == 1 {
+                v[m / 2]
+            } else {
+                (v[m / 2 - 1] + v[m / 2]) / 2.0
+            };
+            (k.clone(), med)
+        })
+        .collect()
+}
+
+/// Keys that grew between the head and the tail of the window, most first.
+pub fn growth(
+    head: &[&Sample],
+    tail: &[&Sample],
+    get: &dyn Fn(&Sample) -> Vec<(String, f64)>,
+) -> Vec<Growth> {
+    let (b, a) = (medians(head, get), medians(tail, get));
+    let mut rows: Vec<Growth> = a
+        .iter()
+        .map(|(k, after)| {
+            let before = b.get(k).copied().unwrap_or(0.0);
+            Growth {
+                key: k.clone(),
+                before,
+                after: *after,
+                growth: after - before,
+            }
+        })
+        .filter(|g| g.growth > 0.0)
+        .collect();
+    rows.sort_by(|x, y| {
+        y.growth
+            .total_cmp(&x.growth)
+            .then_with(|| x.key.cmp(&y.key))
+    });
+    rows.truncate(TOP);
+    rows
+}
+
+/// Diffs two heap profiles by stack; sites that grew, most first.
+pub fn heap_sites(
+    dir: &Path,
+    first: &str,
+    last: &str,
+) -> Result<Vec<HeapSite>, pprof::ProfileError> {
+    let before = pprof::read(&dir.join(first))?;
+    let after = pprof::read(&dir.join(last))?;
+    let mut sites: Vec<HeapSite> = after
+        .iter()
+        .map(|(stack, bytes)| {
+            let b = before.get(stack).copied().unwrap_or(0.0);
+            HeapSite {
+                own: pprof::own_frame(stack),
+                frames: stack.clone(),
+                before: b,
+                after: *bytes,
+                growth: bytes - b,
+            }
+        })
+        .filter(|s| s.growth > 0.0)
+        .collect();
+    sites.sort_by(|a, b| b.growth.total_cmp(&a.growth));
+    sites.truncate(TOP);
+    Ok(sites)
+}
+
+#[derive(serde::Deserialize)]
+struct DhatFile {
+    pps: Vec<DhatPp>,
+    ftbl: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct DhatPp {
+    #[serde(default)]
+    eb: u64,
+    #[serde(default)]
+    ebk: u64,
+    fs: Vec<usize>,
+}
+
+/// dhat's program points by bytes still live at exit.
+pub fn dhat_sites(path: &Path) -> Result<Vec<DhatSite>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: DhatFile = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a dhat file: {e}", path.display()))?;
+    let mut sites: Vec<DhatSite> = file
+        .pps
+        .iter()
+        .filter(|p| p.eb > 0)
+        .map(|p| DhatSite {
+            bytes_at_end: p.eb,
+            blocks_at_end: p.ebk,
+            frames: p
+                .fs
+                .iter()
+                .filter_map(|i| file.ftbl.get(*i).cloned())
+                .collect(),
+        })
+        .collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.bytes_at_end));
+    sites.truncate(TOP);
+    Ok(sites)
+}

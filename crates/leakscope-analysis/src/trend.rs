@@ -1,0 +1,302 @@
+//! Trend fitting and the verdict rule.
+//!
+//! The fit is Theil–Sen (the median of pairwise slopes) with Sen's
+//! rank-based 95% confidence interval. Allocator figures move in steps
+//! (thread caches, arena growth, a dump of a heap profile), and a
+//! least-squares line chases those; the median slope does not. Long series
+//! are first reduced to at most [`MAX_POINTS`] bin medians, which keeps the
+//! pairwise step cheap and blunts the autocorrelation of neighbouring
+//! samples (the interval still assumes independent points, so read it as
+//! "about 95%").
+//!
+//! The verdict, for one metric on its analysis window (load running, warm-up
+//! dropped):
+//!
+//! 1. Fewer than [`MIN_POINTS`] points: INCONCLUSIVE.
+//! 2. Growth over the window (slope × span) at least the metric's noise
+//!    floor and the slope's interval above zero: the series grows. Then the
+//!    *tail* (last third of the window) decides:
+//!    - tail slope at least half the overall slope: LEAK (it still grows at
+//!      the rate it did);
+//!    - tail interval entirely below half the overall slope: BOUNDED (it
+//!      grew, then slowed to a plateau: a cache filling up);
+//!    - otherwise: INCONCLUSIVE (may be slowing; record longer).
+//! 3. Not growing over the window, but the window's level stands at least a
+//!    noise floor above the baseline taken before the load: BOUNDED (it rose
+//!    with the load and stayed: in-flight buffers, pools, a warmed cache).
+//! 4. Otherwise: STABLE.
+
+use serde::Serialize;
+
+/// Bin medians a fit works on at most.
+pub const MAX_POINTS: usize = 200;
+/// Fewer points than this in the window cannot support a verdict.
+pub const MIN_POINTS: usize = 8;
+/// The tail must keep at least this share of the overall slope to be
+/// "still growing".
+pub const TAIL_RATIO: f64 = 0.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fit {
+    /// Units of y per unit of x.
+    pub slope: f64,
+    /// 95% confidence interval of the slope.
+    pub lo: f64,
+    pub hi: f64,
+    pub intercept: f64,
+    /// Of the Theil–Sen line, on the points it was fitted to.
+    pub r2: f64,
+    /// Points the fit used (after binning).
+    pub n: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Leak,
+    Bounded,
+    Stable,
+    Inconclusive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Leak => "LEAK",
+            Verdict::Bounded => "BOUNDED",
+            Verdict::Stable => "STABLE",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// One sentence: which rule decided, with the figures.
+    pub reason: String,
+    pub fit: Option<Fit>,
+    pub tail: Option<Fit>,
+    /// slope × the window's x span.
+    pub growth: f64,
+    /// BOUNDED: the level it settled at (median of the tail).
+    pub plateau: Option<f64>,
+    /// BOUNDED: the x where it first reached 90% of its rise to the plateau.
+    pub plateau_from: Option<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Medians of consecutive, equally sized bins (points sorted by x), at most
+/// `max` of them.
+pub fn bin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if sorted.len() <= max {
+        return sorted;
+    }
+    let per = sorted.len().div_ceil(max);
+    sorted
+        .chunks(per)
+        .map(|c| {
+            let mut xs: Vec<f64> = c.iter().map(|p| p.0).collect();
+            let mut ys: Vec<f64> = c.iter().map(|p| p.1).collect();
+            (median(&mut xs), median(&mut ys))
+        })
+        .collect()
+}
+
+/// Theil–Sen slope with Sen's 95% interval; `None` without two distinct x.
+pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
+    let pts = bin(points, MAX_POINTS);
+    let n = pts.len();
+    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dx = pts[j].0 - pts[i].0;
+            if dx != 0.0 {
+                slopes.push((pts[j].1 - pts[i].1) / dx);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(|a, b| a.total_cmp(b));
+    let m = slopes.len();
+    let slope = median(&mut slopes.clone());
+    // Sen (1968): the interval's ends are order statistics of the slopes,
+    // C = z·sqrt(Var S) apart around the middle, Var S = n(n-1)(2n+5)/18.
+    let nf = n as f64;
+    let c = 1.959_964 * (nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0).sqrt();
+    let lo_i = (((m as f64 - c) / 2.0).floor().max(1.0) as usize).min(m) - 1;
+    let hi_i = (((m as f64 + c) / 2.0).ceil().max(1.0) as usize).min(m) - 1;
+    let mut resid: Vec<f64> = pts.iter().map(|p| p.1 - slope * p.0).collect();
+    let intercept = median(&mut resid);
+    let mean_y = pts.iter().map(|p| p.1).sum::<f64>() / nf;
+    let ss_tot: f64 = pts.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
+    let ss_res: f64 = pts
+        .iter()
+        .map(|p| (p.1 - (intercept + slope * p.0)).powi(2))
+        .sum();
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    };
+    Some(Fit {
+        slope,
+        lo: slopes[lo_i],
+        hi: slopes[hi_i],
+        intercept,
+        r2,
+        n,
+    })
+}
+
+/// Judges one series. `window` is the analysis window (load running,
+/// warm-up dropped), `baseline` the values before the load (may be empty),
+/// `floor` the smallest growth of this metric that is not noise.
+pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
+    let inconclusive = |reason: String| Judgement {
+        verdict: Verdict::Inconclusive,
+        reason,
+        fit: None,
+        tail: None,
+        growth: 0.0,
+        plateau: None,
+        plateau_from: None,
+    };
+    if window.len() < MIN_POINTS {
+        return inconclusive(format!(
+            "{} samples in the analysis window; a verdict needs {MIN_POINTS}",
+            window.len()
+        ));
+    }
+    let Some(fit) = theil_sen(window) else {
+        return inconclusive("the load did not advance during the window".into());
+    };
+    let mut sorted = window.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (x0, x1) = (sorted[0].0, sorted[sorted.len() - 1].0);
+    let growth = fit.slope * (x1 - x0);
+    let tail_from = x0 + (x1 - x0) * 2.0 / 3.0;
+    let mut tail_pts: Vec<(f64, f64)> = sorted
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= tail_from)
+        .collect();
+    if tail_pts.len() < MIN_POINTS / 2 {
+        tail_pts = sorted[sorted.len() / 2..].to_vec();
+    }
+    let tail = theil_sen(&tail_pts);
+    let plateau = {
+        let mut ys: Vec<f64> = tail_pts.iter().map(|p| p.1).collect();
+        median(&mut ys)
+    };
+    let mut j = Judgement {
+        verdict: Verdict::Stable,
+        reason: String::new(),
+        fit: Some(fit),
+        tail,
+        growth,
+        plateau: None,
+        plateau_from: None,
+    };
+    let start_level = {
+        let mut b = baseline.to_vec();
+        if b.is_empty() {
+            let head: Vec<f64> = sorted
+                .iter()
+                .take(sorted.len().div_ceil(10))
+                .map(|p| p.1)
+                .collect();
+            b = head;
+        }
+        median(&mut b)
+    };
+    let reached = |level: f64| {
+        let target = start_level + 0.9 * (level - start_level);
+        sorted.iter().find(|p| p.1 >= target).map(|p| p.0)
+    };
+    if growth >= floor && fit.lo > 0.0 {
+        let Some(tail) = tail else {
+            j.verdict = Verdict::Inconclusive;
+            j.reason = "grows, but the tail has too few distinct points to tell if it slows".into();
+            return j;
+        };
+        if tail.slope >= TAIL_RATIO * fit.slope {
+            j.verdict = Verdict::Leak;
+            j.reason = format!(
+                "grows {} over the window (floor {}), slope interval above zero, and the last third still grows at {:.0}% of that rate",
+                g(growth),
+                g(floor),
+                100.0 * tail.slope / fit.slope
+            );
+        } else if tail.hi < TAIL_RATIO * fit.slope {
+            j.verdict = Verdict::Bounded;
+            j.plateau = Some(plateau);
+            j.plateau_from = reached(plateau);
+            j.reason = format!(
+                "grew {} over the window, then the last third slowed to {:.0}% of that rate (interval below {:.0}%)",
+                g(growth),
+                100.0 * tail.slope / fit.slope,
+                100.0 * TAIL_RATIO
+            );
+        } else {
+            j.verdict = Verdict::Inconclusive;
+            j.reason = format!(
+                "grows {} over the window, but the last third's rate ({:.0}% of it) cannot be told from a plateau or a leak; record longer",
+                g(growth),
+                100.0 * tail.slope / fit.slope
+            );
+        }
+        return j;
+    }
+    let rise = plateau - start_level;
+    if !baseline.is_empty() && rise >= floor {
+        j.verdict = Verdict::Bounded;
+        j.plateau = Some(plateau);
+        j.plateau_from = reached(plateau);
+        j.reason = format!(
+            "rose {} above the pre-load baseline with the load, then stayed level (window growth {} under the floor {})",
+            g(rise),
+            g(growth),
+            g(floor)
+        );
+        return j;
+    }
+    j.reason = if fit.lo > 0.0 {
+        format!("grows {}, under the noise floor {}", g(growth), g(floor))
+    } else {
+        format!(
+            "no significant growth (slope interval {} to {} per unit)",
+            g(fit.lo),
+            g(fit.hi)
+        )
+    };
+    j
+}
+
+/// Numbers in reasons: short, no spurious digits.
+fn g(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
