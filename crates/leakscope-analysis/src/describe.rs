@@ -61,13 +61,18 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
         Verdict::Leak => slope("leaks "),
         Verdict::Bounded => {
             let at = j.plateau.map(|p| amount(p, m.unit)).unwrap_or_default();
-            match (j.plateau_from, axis) {
+            let held = m
+                .per_in_flight
+                .map(|h| format!(" (≈ {} per request in flight)", amount(h, m.unit)))
+                .unwrap_or_default();
+            let text = match (j.plateau_from, axis) {
                 (Some(x), Axis::Requests) => {
                     format!("bounded: plateaus at {at} after {x:.0} requests")
                 }
                 (Some(x), Axis::Seconds) => format!("bounded: plateaus at {at} after {x:.0} s"),
                 (None, _) => format!("bounded: plateaus at {at}"),
-            }
+            };
+            text + &held
         }
         Verdict::Stable => match m.slope {
             Some(s) => format!(
@@ -87,7 +92,7 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
 pub fn heading(a: &Analysis) -> String {
     let load = match a.window_requests {
         Some(r) => format!("{r:.0} requests in the analysis window"),
-        None => "no request counter".into(),
+        None => "judged over time".into(),
     };
     format!(
         "{} / {}: {load}, {} samples",

@@ -92,6 +92,10 @@ pub struct MetricAnalysis {
     pub r2: Option<f64>,
     /// Median before the load started.
     pub baseline: Option<f64>,
+    /// BOUNDED with leakscope's load driver: the rise from the baseline to
+    /// the plateau divided by the requests in flight, i.e. what each
+    /// request holds while it runs.
+    pub per_in_flight: Option<f64>,
     /// Every sample's value, for charts.
     pub points: Vec<Point>,
 }
@@ -175,12 +179,24 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
             samples.len()
         ));
     }
-    if layout.axis == Axis::Seconds {
+    if let Some(rises) = layout.sparse_requests {
+        notes.push(format!(
+            "requests completed in only {rises} sample(s) (slow downloads finish in bursts): judged over time, per second"
+        ));
+    } else if layout.axis == Axis::Seconds {
         notes.push(
             "no request counter advanced (no --metrics and no load driver): slopes are per second, not per request"
                 .into(),
         );
     }
+    let in_flight = median(
+        samples[layout.window.clone()]
+            .iter()
+            .filter_map(|s| s.load.as_ref())
+            .filter(|l| l.concurrency > 0)
+            .map(|l| l.concurrency as f64)
+            .collect(),
+    );
     let mut metrics = Vec::new();
     let level = |id: &str, title: &str, unit: Unit, floor: f64, pts: Vec<Option<Point>>| {
         if pts.iter().all(Option::is_none) {
@@ -192,8 +208,16 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
             .flatten()
             .map(|p| p.y)
             .collect();
-        let judgement = trend::judge(&window, &baseline, floor);
+        let judgement = trend::judge_fmt(&window, &baseline, floor, &|v| describe::amount(v, unit));
+        let baseline = median(baseline);
+        let per_in_flight = match (&judgement, baseline, in_flight) {
+            (j, Some(b), Some(c)) if j.verdict == Verdict::Bounded => {
+                j.plateau.map(|p| (p - b) / c)
+            }
+            _ => None,
+        };
         Some(MetricAnalysis {
+            per_in_flight,
             id: id.to_string(),
             title: title.to_string(),
             unit,
@@ -206,7 +230,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
             }),
             r2: judgement.fit.map(|f| f.r2),
             judgement: Some(judgement),
-            baseline: median(baseline),
+            baseline,
             points: pts.into_iter().flatten().collect(),
         })
     };
@@ -263,23 +287,44 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
             }),
             r2: fit.map(|f| f.r2),
             baseline: None,
+            per_in_flight: None,
             points: pts.into_iter().flatten().collect(),
         });
     }
 
+    // Events console-subscriber dropped while the window ran: its task
+    // counts are then a lower bound.
+    let dropped = |i: usize| {
+        samples
+            .get(i)
+            .and_then(|s| s.console.as_ref())
+            .map(|c| c.dropped_events)
+    };
+    if let (Some(a), Some(b)) = (
+        dropped(layout.window.start),
+        dropped(layout.window.end.saturating_sub(1)),
+    ) {
+        if b > a {
+            notes.push(format!(
+                "the target's console-subscriber dropped {} events during the window (its event buffer was full): \
+                 live-task counts are a lower bound",
+                b - a
+            ));
+        }
+    }
     let console_on = run
         .meta
         .sources
         .get("console")
         .is_some_and(|c| c.samples > c.failed);
-    let memory_leak = metrics
+    let memory = metrics
         .iter()
-        .any(|m| matches!(m.id.as_str(), "heap" | "rss") && m.verdict() == Some(Verdict::Leak));
-    if console_on && memory_leak {
+        .any(|m| matches!(m.id.as_str(), "heap" | "rss"));
+    if console_on && memory {
         notes.push(
             "console-subscriber was on in the target: it keeps every finished task's data until its retention \
-             ends (10 s with leakscope-agent, 1 h by default), which grows heap and RSS per request for that \
-             long; judge memory on a run without the console, or one much longer than the retention"
+             ends (10 s with leakscope-agent, 1 h by default), so heap and RSS include that, growing per request \
+             for as long; judge memory on a run without the console"
                 .into(),
         );
     }

@@ -41,6 +41,9 @@ pub struct Layout {
     pub window: std::ops::Range<usize>,
     /// Requests served between the window's first and last sample.
     pub window_requests: Option<f64>,
+    /// Set when requests were counted but advanced in only this many
+    /// samples, too few to fit against, so the axis fell back to time.
+    pub sparse_requests: Option<usize>,
 }
 
 pub fn requests(s: &Sample) -> Option<f64> {
@@ -60,6 +63,17 @@ pub fn layout(samples: &[Sample]) -> Layout {
     let last_rise = (1..n)
         .rev()
         .find(|&i| matches!((reqs[i - 1], reqs[i]), (Some(a), Some(b)) if b > a));
+    // The count must advance in enough samples to carry a fit; slow
+    // downloads (seconds each) may complete in a handful of bursts, and
+    // then time is the better axis.
+    let rises = (1..n)
+        .filter(|&i| matches!((reqs[i - 1], reqs[i]), (Some(a), Some(b)) if b > a))
+        .count();
+    if rises < crate::trend::MIN_POINTS {
+        let mut l = time_layout(samples);
+        l.sparse_requests = (rises > 0).then_some(rises);
+        return l;
+    }
     if let (Some(first), Some(last)) = (first_rise, last_rise) {
         let x0 = reqs[first].unwrap_or(0.0);
         let x1 = reqs[last].unwrap_or(x0);
@@ -72,21 +86,44 @@ pub fn layout(samples: &[Sample]) -> Layout {
             baseline: 0..first,
             window: start..last + 1,
             window_requests: Some(reqs[last].unwrap_or(0.0) - reqs[start].unwrap_or(0.0)),
+            sparse_requests: None,
         };
     }
-    let t_end = samples.last().map_or(0.0, |s| s.t_ms as f64);
-    let start = samples
-        .iter()
-        .position(|s| s.t_ms as f64 >= WARM_UP * t_end)
-        .unwrap_or(0);
-    Layout {
-        axis: Axis::Seconds,
-        baseline: 0..0,
-        window: start..n,
-        window_requests: None,
-    }
+    time_layout(samples)
 }
 
+/// The time axis. When leakscope's driver ran the load, its activity (workers
+/// busy, bytes arriving) marks where the load ran, so the baseline before it
+/// and the settle after it stay out of the window; otherwise the window is
+/// the whole recording.
+fn time_layout(samples: &[Sample]) -> Layout {
+    let n = samples.len();
+    let active = |i: usize| {
+        let Some(l) = samples[i].load.as_ref() else {
+            return false;
+        };
+        let prev = i.checked_sub(1).and_then(|p| samples[p].load.as_ref());
+        l.concurrency > 0
+            || prev.is_some_and(|p| l.bytes > p.bytes || l.requests_total > p.requests_total)
+    };
+    let (first, last) = match (
+        (0..n).find(|&i| active(i)),
+        (0..n).rev().find(|&i| active(i)),
+    ) {
+        (Some(f), Some(l)) => (f, l),
+        _ => (0, n.saturating_sub(1)),
+    };
+    let t = |i: usize| samples.get(i).map_or(0.0, |s| s.t_ms as f64);
+    let from = t(first) + WARM_UP * (t(last) - t(first));
+    let start = (first..n).find(|&i| t(i) >= from).unwrap_or(first);
+    Layout {
+        axis: Axis::Seconds,
+        baseline: 0..first,
+        window: start..(last + 1).min(n),
+        window_requests: None,
+        sparse_requests: None,
+    }
+}
 /// A metric's points over the whole run; `None` where the sample lacks it.
 pub fn points(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<Option<Point>> {
     samples

@@ -169,6 +169,17 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
 /// warm-up dropped), `baseline` the values before the load (may be empty),
 /// `floor` the smallest growth of this metric that is not noise.
 pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
+    judge_fmt(window, baseline, floor, &g)
+}
+
+/// [`judge`], with `fmt` writing the metric's amounts in its reasons
+/// ("4.0 MiB" rather than 4194304).
+pub fn judge_fmt(
+    window: &[(f64, f64)],
+    baseline: &[f64],
+    floor: f64,
+    fmt: &dyn Fn(f64) -> String,
+) -> Judgement {
     let inconclusive = |reason: String| Judgement {
         verdict: Verdict::Inconclusive,
         reason,
@@ -240,8 +251,8 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
             j.verdict = Verdict::Leak;
             j.reason = format!(
                 "grows {} over the window (floor {}), slope interval above zero, and the last third still grows at {:.0}% of that rate",
-                g(growth),
-                g(floor),
+                fmt(growth),
+                fmt(floor),
                 100.0 * tail.slope / fit.slope
             );
         } else if tail.hi < TAIL_RATIO * fit.slope {
@@ -250,7 +261,7 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
             j.plateau_from = reached(plateau);
             j.reason = format!(
                 "grew {} over the window, then the last third slowed to {:.0}% of that rate (interval below {:.0}%)",
-                g(growth),
+                fmt(growth),
                 100.0 * tail.slope / fit.slope,
                 100.0 * TAIL_RATIO
             );
@@ -258,7 +269,7 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
             j.verdict = Verdict::Inconclusive;
             j.reason = format!(
                 "grows {} over the window, but the last third's rate ({:.0}% of it) cannot be told from a plateau or a leak; record longer",
-                g(growth),
+                fmt(growth),
                 100.0 * tail.slope / fit.slope
             );
         }
@@ -271,14 +282,18 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
         j.plateau_from = reached(plateau);
         j.reason = format!(
             "rose {} above the pre-load baseline with the load, then stayed level (window growth {} under the floor {})",
-            g(rise),
-            g(growth),
-            g(floor)
+            fmt(rise),
+            fmt(growth),
+            fmt(floor)
         );
         return j;
     }
     j.reason = if fit.lo > 0.0 {
-        format!("grows {}, under the noise floor {}", g(growth), g(floor))
+        format!(
+            "grows {}, under the noise floor {}",
+            fmt(growth),
+            fmt(floor)
+        )
     } else {
         format!(
             "no significant growth (slope interval {} to {} per unit)",
