@@ -42,7 +42,12 @@ fn slow_downloads_are_judged_over_time_with_what_each_holds_in_flight() {
             40..=79 => 16,
             _ => 32,
         };
-        let heap = 5 * MIB + if loaded { 64 * MIB + (seq % 3) * 100_000 } else { 0 };
+        let heap = 5 * MIB
+            + if loaded {
+                64 * MIB + (seq % 3) * 100_000
+            } else {
+                0
+            };
         w.append(&Sample {
             seq,
             t_ms: seq * 250,
@@ -62,9 +67,18 @@ fn slow_downloads_are_judged_over_time_with_what_each_holds_in_flight() {
     }
     let a = analyze(&dir.path().join("run")).unwrap();
     assert_eq!(a.axis, Axis::Seconds);
-    assert!(a.notes.iter().any(|n| n.contains("judged over time")), "{:?}", a.notes);
+    assert!(
+        a.notes.iter().any(|n| n.contains("judged over time")),
+        "{:?}",
+        a.notes
+    );
     let heap = a.metric("heap").unwrap();
-    assert_eq!(heap.verdict(), Some(Verdict::Bounded), "{:?}", heap.judgement);
+    assert_eq!(
+        heap.verdict(),
+        Some(Verdict::Bounded),
+        "{:?}",
+        heap.judgement
+    );
     let held = heap.per_in_flight.unwrap();
     assert!((held - 4.0 * MIB as f64).abs() < 0.1 * MIB as f64, "{held}");
     // The window stops where the load did: the drop after it is not in it.
