@@ -38,6 +38,10 @@ pub struct Plan {
     pub max_requests: Option<u64>,
     /// One request that takes longer fails as a timeout.
     pub request_timeout: Duration,
+    /// At most this many requests start per second, across all workers
+    /// (open loop: request n starts no earlier than n / rate after the
+    /// start). `None`: as fast as the workers go.
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum PlanError {
     UnsupportedUrl { url: String },
     #[error("the load's duration must be more than zero")]
     ZeroDuration,
+    #[error("a rate must be a positive number of requests per second")]
+    BadRate,
 }
 
 impl Plan {
@@ -64,6 +70,9 @@ impl Plan {
         }
         if self.duration.is_zero() {
             return Err(PlanError::ZeroDuration);
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(PlanError::BadRate);
         }
         Ok(())
     }
@@ -282,6 +291,13 @@ impl Worker {
                 }
             }
             let Some(n) = self.take_request() else { break };
+            if let Some(rate) = self.plan.rate {
+                let due = self.start + Duration::from_secs_f64(n as f64 / rate);
+                tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
             let url = &self.plan.urls[(n % self.plan.urls.len() as u64) as usize];
             let outcome = tokio::select! {
                 _ = self.cancel.cancelled() => break,

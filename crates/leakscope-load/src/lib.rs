@@ -18,6 +18,7 @@
 //!     duration: Duration::from_secs(10),
 //!     max_requests: Some(1_000),
 //!     request_timeout: Duration::from_secs(30),
+//!     rate: None,
 //! })?;
 //! let live = load.counters(); // read `live.counts()` while it runs
 //! let summary = load.finish().await;

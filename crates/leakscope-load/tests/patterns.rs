@@ -46,6 +46,7 @@ fn plan(addr: SocketAddr, path: &str, pattern: &str, concurrency: &str) -> Plan 
         duration: Duration::from_secs(60),
         max_requests: None,
         request_timeout: Duration::from_secs(30),
+        rate: None,
     }
 }
 
@@ -185,4 +186,24 @@ async fn plans_that_cannot_run_are_refused() {
     p.urls = vec!["http://127.0.0.1:1/".parse().unwrap()];
     p.duration = Duration::ZERO;
     assert!(Load::start(p).is_err());
+}
+
+#[tokio::test]
+async fn a_rate_spaces_requests_out() {
+    let t = target().await;
+    let mut p = plan(t.addr, "/files/sub/a.txt", "full", "4");
+    p.max_requests = Some(20);
+    p.rate = Some(40.0);
+    let began = Instant::now();
+    let s = Load::start(p).unwrap().finish().await;
+    assert_eq!(s.counts.done, 20, "{s:?}");
+    // Request 19 may not start before 19/40 s.
+    assert!(
+        began.elapsed() >= Duration::from_millis(475),
+        "{:?}",
+        began.elapsed()
+    );
+    let mut bad = plan(t.addr, "/", "full", "1");
+    bad.rate = Some(0.0);
+    assert!(Load::start(bad).is_err());
 }

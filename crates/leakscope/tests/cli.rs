@@ -79,6 +79,10 @@ fn run_fd_leak(setup: &Setup, variant: &str, requests: &str) -> (Output, PathBuf
         "2",
         "--requests",
         requests,
+        // Paced, so even a slow, loaded machine samples the load many
+        // times: unpaced, 600 aborts took under half a second.
+        "--rate",
+        "300",
         "--settle",
         "500ms",
         "--label",

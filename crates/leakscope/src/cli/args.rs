@@ -136,6 +136,9 @@ pub struct LoadArgs {
     /// Stop the load after this many requests.
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
+    /// Start at most this many requests per second (all workers together).
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<f64>,
     /// Stop the load after this long (default: --duration, else 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub load_duration: Option<Duration>,

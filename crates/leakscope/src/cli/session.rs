@@ -92,6 +92,7 @@ pub fn plan(
             .unwrap_or(Duration::from_secs(30)),
         max_requests: load.requests,
         request_timeout: load.request_timeout,
+        rate: load.rate,
     };
     plan.validate()?;
     Ok(Some(plan))
