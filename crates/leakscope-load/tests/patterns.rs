@@ -152,7 +152,9 @@ async fn the_deadline_cuts_requests_in_flight() {
     p.duration = Duration::from_millis(500);
     let began = Instant::now();
     let s = Load::start(p).unwrap().finish().await;
-    assert_eq!(s.cut, 3, "{s:?}");
+    // Every request that started was cut (on a loaded machine a worker may
+    // not have started one in half a second).
+    assert!((1..=3).contains(&s.cut), "{s:?}");
     assert_eq!(s.counts.done + s.counts.failed, 0, "{s:?}");
     assert!(began.elapsed() < Duration::from_secs(10));
 }
@@ -161,12 +163,14 @@ async fn the_deadline_cuts_requests_in_flight() {
 async fn a_ramp_adds_workers_over_the_run() {
     let t = target().await;
     let mut p = plan(t.addr, "/files/sub/a.txt", "full", "1..4");
-    p.duration = Duration::from_millis(1_500);
+    p.duration = Duration::from_secs(2);
     let load = Load::start(p).unwrap();
     let live = load.counters();
+    let began = Instant::now();
     let mut seen = Vec::new();
-    for _ in 0..14 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Four workers from 1.67 s; stop looking before the 2 s deadline.
+    while began.elapsed() < Duration::from_millis(1_900) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         seen.push(live.counts().concurrency);
     }
     let s = load.finish().await;

@@ -491,7 +491,7 @@ fn record_attaches_to_a_running_process_and_leaves_it_running() {
     let run = Run::open(&out).unwrap();
     assert_eq!(run.meta.target_end, Some(TargetEnd::StillRunning));
     assert_eq!(run.meta.command, ["sleep", "30"]);
-    assert!(run.samples.len() >= 5, "{}", run.samples.len());
+    assert!(run.samples.len() >= 3, "{}", run.samples.len());
 }
 
 #[test]
@@ -522,7 +522,7 @@ fn an_unreachable_source_warns_once_and_the_others_go_on() {
     assert_eq!(e.matches("warning: agent").count(), 1, "{e}");
     let run = Run::open(&out).unwrap();
     assert!(run.meta.sources["agent"].error.is_some());
-    assert!(run.samples.len() >= 5);
+    assert!(run.samples.len() >= 3);
     assert!(run
         .samples
         .iter()
