@@ -106,6 +106,11 @@ mod imp {
         Ok(())
     }
 
+    /// What the flamegraph endpoint shows when no sampled allocation is live.
+    const EMPTY_FLAMEGRAPH: &[u8] = br#"<?xml version="1.0" standalone="no"?>
+<svg version="1.1" width="600" height="60" xmlns="http://www.w3.org/2000/svg"><text x="10" y="35" font-family="monospace" font-size="14">inuse_space: no sampled allocation is live</text></svg>
+"#;
+
     pub enum Format {
         Pprof,
         Svg,
@@ -121,10 +126,21 @@ mod imp {
         if !ctl.activated() {
             return Err(AgentError::HeapProfilingOff);
         }
-        let out = match format {
-            Format::Pprof => ctl.dump_pprof(),
-            Format::Svg => ctl.dump_flamegraph(),
-        };
+        let out = ctl.dump_profile().and_then(|profile| match format {
+            Format::Pprof => {
+                Ok(profile.to_pprof(("inuse_space", "bytes"), ("space", "bytes"), None))
+            }
+            // inferno refuses an empty input, and a quiet process (or one
+            // sampled at a coarse interval) often has no sampled allocation
+            // live: that is an answer, not a server error.
+            Format::Svg if profile.stacks.is_empty() => Ok(EMPTY_FLAMEGRAPH.to_vec()),
+            Format::Svg => {
+                let mut opts = inferno::flamegraph::Options::default();
+                opts.title = "inuse_space".to_string();
+                opts.count_name = "bytes".to_string();
+                profile.to_flamegraph(&mut opts)
+            }
+        });
         // Symbolizing goes through backtrace-rs, whose parsed-DWARF cache
         // then stays: about 80 MB in the download server, which a recorder
         // taking a profile every 10 s saw as a heap step in every run.

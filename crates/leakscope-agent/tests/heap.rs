@@ -45,11 +45,25 @@ async fn heap_profile_is_pprof_and_names_the_allocating_function_and_file() {
         "only {} bytes attributed to the site holding 32 MiB",
         site.value
     );
-    drop(held);
 
     let svg = get(addr, "/debug/pprof/heap?format=svg");
-    assert_eq!(svg.status, 200);
+    assert_eq!(svg.status, 200, "{}", svg.text());
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     assert!(svg.text().contains("<svg"), "flamegraph is SVG");
+    assert!(
+        svg.text().contains("hold_memory_for_profile_test"),
+        "flamegraph names the holding function"
+    );
+    drop(held);
+
+    // A 1 TiB interval samples nothing, and prof.reset forgets what was:
+    // the flamegraph of an empty profile is an answer, not a 500.
+    leakscope_agent::heap::set_sample_interval_lg(40).unwrap();
+    let empty = get(addr, "/debug/pprof/heap?format=svg");
+    assert_eq!(empty.status, 200, "{}", empty.text());
+    assert!(empty.text().contains("no sampled allocation is live"));
+    let pb = get(addr, "/debug/pprof/heap");
+    assert_eq!(pb.status, 200, "{}", pb.text());
+    leakscope_agent::heap::set_sample_interval_lg(19).unwrap();
     agent.shutdown().await;
 }
