@@ -32,7 +32,13 @@ pub struct ConsoleConfig {
     /// through (~127 per publish) instead of ~127 at the 1 s default.
     pub publish_interval: Duration,
     /// Events buffered between the tracing layer and the aggregator before
-    /// new ones are dropped (clients see the drop counts).
+    /// new ones are dropped (clients see the drop counts). It also sets the
+    /// lag: the aggregator drains only 128 events per publish unless the
+    /// buffer is half full, so with the crate's 100 K default a service
+    /// whose tasks poll often (timers, heartbeats) showed its clients a
+    /// picture up to 50 K events old: measured, 400 leaked tasks ticking
+    /// every 100 ms were seen as 63 after 213 had leaked. At 16 K the lag
+    /// is at most 8 K events.
     pub event_buffer_capacity: usize,
     /// Accept a non-loopback address.
     pub allow_remote: bool,
@@ -44,7 +50,7 @@ impl Default for ConsoleConfig {
             addr: DEFAULT_ADDR,
             retention: Duration::from_secs(10),
             publish_interval: Duration::from_millis(100),
-            event_buffer_capacity: 100 * 1024,
+            event_buffer_capacity: 16 * 1024,
             allow_remote: false,
         }
     }
