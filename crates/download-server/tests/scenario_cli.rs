@@ -32,8 +32,29 @@ fn list_scenarios_is_json_naming_every_scenario() {
                 }
             )
         );
-        for key in ["resource", "description", "source", "file_size", "load"] {
+        for key in [
+            "resource",
+            "symptom",
+            "description",
+            "source",
+            "file_size",
+            "files",
+            "load",
+        ] {
             assert!(!entry[key].is_null(), "{} lacks {key}", scenario.name);
+        }
+        assert!(
+            ["per-request", "per-in-flight", "allocated-per-request"]
+                .contains(&entry["symptom"].as_str().unwrap()),
+            "{}: symptom {}",
+            scenario.name,
+            entry["symptom"]
+        );
+        // An in-flight cost only shows when the response outgrows what
+        // loopback's socket buffers absorb (tcp_wmem's 4 MiB maximum).
+        if entry["symptom"] == "per-in-flight" {
+            let bytes = entry["file_size"].as_u64().unwrap() * entry["files"].as_u64().unwrap();
+            assert!(bytes > 16 << 20, "{}: {bytes} bytes", scenario.name);
         }
         assert!(entry["load"]["pattern"].is_string());
     }

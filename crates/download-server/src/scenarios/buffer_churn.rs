@@ -15,17 +15,20 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, real_files_route, Ctx, Load, Scenario, Variant};
+use super::{ok, open, real_files_route, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "buffer-churn",
     route: "/s/buffer-churn/{file}",
     resource: "allocation-rate",
+    symptom: Symptom::AllocatedPerRequest,
     description: "allocates a fresh 64 KiB buffer per chunk; fixed reuses a small pool of buffers",
     source: "seed 000 §4.4, seed 001 §4.1, seed 004 §3.1",
     file_size: 4 << 20,
+    files: 1,
     load: Load::Full { concurrency: 8 },
+    max_rate: None,
 };
 
 const CHUNK: usize = 64 * 1024;

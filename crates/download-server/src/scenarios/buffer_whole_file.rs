@@ -13,7 +13,7 @@ use std::io::Read;
 
 use http::Response;
 
-use super::{ok, open, real_files_route, Ctx, Load, Scenario, Variant};
+use super::{ok, open, real_files_route, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 use crate::response::internal_error;
 
@@ -21,14 +21,17 @@ pub const SCENARIO: Scenario = Scenario {
     name: "buffer-whole-file",
     route: "/s/buffer-whole-file/{file}",
     resource: "heap",
+    symptom: Symptom::PerInFlight,
     description:
         "reads the whole file into memory per request; fixed streams it in bounded, reused chunks",
     source: "seed 000 §2.3, seed 003 §2.3",
-    file_size: 4 << 20,
+    file_size: 32 << 20,
+    files: 1,
     load: Load::Slow {
-        concurrency: 16,
+        concurrency: 8,
         kib_per_sec: 512,
     },
+    max_rate: None,
 };
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {

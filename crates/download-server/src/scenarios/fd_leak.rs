@@ -17,20 +17,23 @@ use bytes::{Bytes, BytesMut};
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Variant};
+use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "fd-leak",
     route: "/s/fd-leak/{file}",
     resource: "fds",
+    symptom: Symptom::PerRequest,
     description: "a raw fd is closed by hand after the copy loop, which an aborted download skips; fixed keeps it owned",
     source: "seed 000 §4.2, seed 001 §3.3, seed 002 §4.1, seed 004 §2.4",
     file_size: 8 << 20,
+    files: 1,
     load: Load::Abort {
         concurrency: 8,
         after_bytes: 64 * 1024,
     },
+    max_rate: None,
 };
 
 const CHUNK: usize = 32 * 1024;

@@ -65,6 +65,23 @@ pub enum Load {
     Slow { concurrency: u32, kib_per_sec: u32 },
 }
 
+/// How the leaky variant's cost shows, so a tool knows which measurement
+/// tells leaky from fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Symptom {
+    /// The resource grows with every request served and never comes back:
+    /// a leak in the strict sense.
+    PerRequest,
+    /// Each request in flight holds about the whole file (or archive); it is
+    /// released when the request ends, so memory scales with concurrency
+    /// times file size rather than with time.
+    PerInFlight,
+    /// Each request allocates about the whole file in short-lived buffers:
+    /// nothing is held, the allocator churns.
+    AllocatedPerRequest,
+}
+
 /// One scenario, as `--list-scenarios` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -73,12 +90,24 @@ pub struct Scenario {
     pub route: &'static str,
     /// What leaks: "heap", "fds", "tasks", "allocation-rate".
     pub resource: &'static str,
+    pub symptom: Symptom,
     pub description: &'static str,
     /// Where the pattern comes from (seed file and section).
     pub source: &'static str,
-    /// Size of the test file the load should use, in bytes.
+    /// Size of each test file the load should use, in bytes. Files that
+    /// show an in-flight cost must be larger than what loopback's socket
+    /// buffers absorb (tcp_wmem's 4 MiB maximum plus the reader's receive
+    /// buffer), or fixed and leaky both finish writing at once and look
+    /// alike.
     pub file_size: u64,
+    /// How many files a `{dir}` route's directory holds (1 for `{file}`).
+    pub files: u32,
     pub load: Load,
+    /// A cap on request starts per second, when the measurement has a
+    /// capacity: console-subscriber delivers ~1,270 new tasks a second and
+    /// drops events beyond that, which would undercount live tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<u32>,
 }
 
 pub const ALL: &[Scenario] = &[

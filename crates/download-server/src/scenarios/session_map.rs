@@ -15,17 +15,20 @@ use std::time::{Duration, Instant};
 
 use http::Response;
 
-use super::{Ctx, Load, Scenario, Variant};
+use super::{Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "unbounded-session-map",
     route: "/s/unbounded-session-map/{file}",
     resource: "heap",
+    symptom: Symptom::PerRequest,
     description: "registers every download's session in a map that is never evicted; fixed uses a bounded TTL cache",
     source: "seed 002 §2.2 and §4.3, seed 003 §3.2",
     file_size: 4 * 1024,
+    files: 1,
     load: Load::Full { concurrency: 16 },
+    max_rate: None,
 };
 
 /// Most sessions the fixed variant keeps.

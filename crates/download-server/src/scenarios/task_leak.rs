@@ -19,20 +19,23 @@ use bytes::BytesMut;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Variant};
+use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "task-leak-on-disconnect",
     route: "/s/task-leak-on-disconnect/{file}",
     resource: "tasks",
+    symptom: Symptom::PerRequest,
     description: "a progress task stops only when the download completes, so aborted downloads leave it running; fixed aborts it with the response",
     source: "seed 000 §2.5, seed 001 §2.4 and §4.2, seed 002 §3.2",
     file_size: 8 << 20,
+    files: 1,
     load: Load::Abort {
         concurrency: 8,
         after_bytes: 64 * 1024,
     },
+    max_rate: Some(50),
 };
 
 const CHUNK: usize = 32 * 1024;

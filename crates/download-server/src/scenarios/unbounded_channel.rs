@@ -14,20 +14,23 @@ use bytes::BytesMut;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Variant};
+use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "unbounded-channel",
     route: "/s/unbounded-channel/{file}",
     resource: "heap",
+    symptom: Symptom::PerInFlight,
     description: "a reader fills an unbounded channel faster than a slow client drains it; fixed uses a bounded channel and stops on disconnect",
     source: "seed 004 §3.2, seed 001 §2.2",
-    file_size: 4 << 20,
+    file_size: 32 << 20,
+    files: 1,
     load: Load::Slow {
-        concurrency: 16,
+        concurrency: 8,
         kib_per_sec: 256,
     },
+    max_rate: None,
 };
 
 const CHUNK: usize = 32 * 1024;

@@ -9,7 +9,7 @@
 
 use http::{Response, StatusCode};
 
-use super::{ok, Ctx, Load, Scenario, Variant};
+use super::{ok, Ctx, Load, Scenario, Symptom, Variant};
 use crate::body::Body;
 use crate::response::{internal_error, path_error, plain};
 use crate::zip_stream::{self, Compression};
@@ -18,13 +18,16 @@ pub const SCENARIO: Scenario = Scenario {
     name: "zip-in-memory",
     route: "/s/zip-in-memory/{dir}",
     resource: "heap",
+    symptom: Symptom::PerInFlight,
     description: "builds the whole ZIP archive in memory before sending; fixed streams it",
     source: "seed 004 §2.1 and §2.3",
-    file_size: 4 << 20,
+    file_size: 8 << 20,
+    files: 4,
     load: Load::Slow {
         concurrency: 8,
         kib_per_sec: 512,
     },
+    max_rate: None,
 };
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
