@@ -107,6 +107,7 @@ pub async fn record(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut costs: BTreeMap<&'static str, Cost> = BTreeMap::new();
     let mut last_profile: Option<Instant> = None;
+    let mut pending: Option<PendingProfile> = None;
     let mut seq = 0u64;
     let mut metrics_seen = false;
     let stopped = loop {
@@ -155,23 +156,39 @@ pub async fn record(
                     errors.push(("agent", msg));
                 }
             }
+            // A profile is a dump plus symbolization in the target, up to
+            // seconds for a large binary: those between the first and the
+            // last run beside the ticks, never in one, so the series keeps
+            // its pace. Such a file is named for the tick that asked; the
+            // sample of the tick that sees it done carries the name.
+            if pending.as_ref().is_some_and(|p| p.task.is_finished()) {
+                let p = pending.take().expect("checked");
+                finish_profile(p, &mut sample, &mut errors).await;
+            }
             let last = stop_now.is_some() || out_of_time || gone;
             let due = match (settings.heap_profile_every, last_profile) {
                 (_, None) => true,
                 (Some(every), Some(at)) => at.elapsed() >= every,
                 (None, Some(_)) => false,
             };
-            if (due || last) && !gone {
-                let (path, name) = writer.profile_path("heap", seq);
-                match agent.heap_profile().await {
-                    Ok(bytes) => match std::fs::write(&path, &bytes) {
-                        Ok(()) => sample.heap_profile = Some(name),
-                        Err(e) => {
-                            errors.push(("agent", format!("writing {}: {e}", path.display())))
-                        }
-                    },
-                    Err(e) => errors.push(("agent", format!("heap profile: {e}"))),
+            if last && !gone {
+                // The end profile is the other half of every diff: wait for
+                // the one in flight (its file stays; this sample names the
+                // end one), then take it here.
+                if let Some(p) = pending.take() {
+                    finish_profile(p, &mut sample, &mut errors).await;
                 }
+                let p = start_profile(agent, writer, seq);
+                finish_profile(p, &mut sample, &mut errors).await;
+            } else if last_profile.is_none() && !gone {
+                // The first profile is the baseline of every diff: taken in
+                // the first tick, before any load starts, however long it
+                // takes.
+                let p = start_profile(agent, writer, seq);
+                finish_profile(p, &mut sample, &mut errors).await;
+                last_profile = Some(Instant::now());
+            } else if due && pending.is_none() && !gone {
+                pending = Some(start_profile(agent, writer, seq));
                 last_profile = Some(Instant::now());
             }
         }
@@ -263,4 +280,37 @@ pub async fn record(
         }
     })?;
     Ok(stopped)
+}
+
+/// A heap profile being fetched and written on its own task.
+struct PendingProfile {
+    name: String,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn start_profile(agent: &AgentSource, writer: &RunWriter, seq: u64) -> PendingProfile {
+    let (path, name) = writer.profile_path("heap", seq);
+    let agent = agent.clone();
+    let task = tokio::spawn(async move {
+        let bytes = agent
+            .heap_profile()
+            .await
+            .map_err(|e| format!("heap profile: {e}"))?;
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    });
+    PendingProfile { name, task }
+}
+
+async fn finish_profile(
+    p: PendingProfile,
+    sample: &mut Sample,
+    errors: &mut Vec<(&'static str, String)>,
+) {
+    match p.task.await {
+        Ok(Ok(())) => sample.heap_profile = Some(p.name),
+        Ok(Err(e)) => errors.push(("agent", e)),
+        Err(e) => errors.push(("agent", format!("heap profile task: {e}"))),
+    }
 }

@@ -84,14 +84,21 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    // Killed once the load is done and 15 samples are in, however slow the
-    // machine: a fixed delay raced the recorder's wait for the console.
+    // Killed once the load is done, 15 samples are in and three profiles
+    // have landed (they are fetched beside the ticks, so how many ticks
+    // that takes depends on how fast the target symbolizes), however slow
+    // the machine: a fixed delay raced the recorder's wait for the console.
+    use std::sync::atomic::Ordering::Relaxed;
     let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = ticks.clone();
+    let profiled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, seen_profiles) = (ticks.clone(), profiled.clone());
     let killer = tokio::spawn(async move {
         load.await.unwrap();
-        let at_load_end = seen.load(std::sync::atomic::Ordering::Relaxed);
-        while seen.load(std::sync::atomic::Ordering::Relaxed) < (at_load_end + 3).max(15) {
+        let at_load_end = seen.load(Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (seen.load(Relaxed) < (at_load_end + 3).max(15) || seen_profiles.load(Relaxed) < 3)
+            && std::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         target.child.kill().unwrap();
@@ -102,8 +109,11 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         &sources,
         &settings,
         std::future::pending::<Stopped>(),
-        |_| {
-            ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        |s| {
+            ticks.fetch_add(1, Relaxed);
+            if s.heap_profile.is_some() {
+                profiled.fetch_add(1, Relaxed);
+            }
         },
     )
     .await

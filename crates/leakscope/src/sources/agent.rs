@@ -6,6 +6,9 @@ use leakscope_rundir::HeapSample;
 
 use super::http::{self, HttpClient, HttpError};
 
+/// Cheap to clone (the client is shared), so a profile can be fetched on a
+/// task of its own.
+#[derive(Clone)]
 pub struct AgentSource {
     base: String,
     client: HttpClient,
