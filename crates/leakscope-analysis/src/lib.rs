@@ -120,6 +120,10 @@ pub struct Analysis {
     pub window_x: Option<(f64, f64)>,
     pub metrics: Vec<MetricAnalysis>,
     pub attribution: Attribution,
+    /// console-subscriber answered in this run. Its retained task data then
+    /// grows the heap per request until retention ends, so heap and RSS
+    /// speak for the target plus its instrumentation.
+    pub console_on: bool,
     /// Things the reader of the report must know: torn lines, missing
     /// profiles, absent sources, too few samples.
     pub notes: Vec<String>,
@@ -339,6 +343,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         window_x: window_x(samples, &layout),
         metrics,
         attribution,
+        console_on,
         notes,
     })
 }
