@@ -3,22 +3,45 @@
 //! `test` is the README's test command: `cargo test --workspace` cannot run
 //! everything, because the dhat builds swap the global allocator and cargo
 //! features are additive (a dhat build is a separate compilation with
-//! jemalloc off). `profile` (build, run every leak scenario under the
-//! sidecar, render the report) and `console` (the server under tokio-console)
-//! arrive with the recorder and report crates; until then they say
-//! so and exit non-zero rather than pretend.
+//! jemalloc off), and the end-to-end journey needs release binaries.
+//! `profile` is the README's main command; `console` runs the server for a
+//! live tokio-console.
+
+mod catalogue;
+mod console;
+mod expect;
+mod profile;
+mod workspace;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+use clap::{Parser, Subcommand};
 
-commands:
-  test      every test: the workspace, then the feature builds cargo test --workspace cannot cover
-  bench     the criterion benchmarks (ratios measured side by side in one run)
-  profile   run every leak scenario under the leakscope sidecar and write reports/  (not implemented yet)
-  console   run the server with tokio-console attached                            (not implemented yet)
-";
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "leakscope's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every test: the workspace, the feature builds `cargo test
+    /// --workspace` cannot cover, and an end-to-end `profile --quick`
+    Test,
+    /// The criterion benchmarks (ratios measured side by side in one run);
+    /// arguments after `--` go to `cargo bench`
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every leak scenario, leaky and fixed, under the leakscope
+    /// sidecar and write reports/<timestamp>/index.html
+    Profile(profile::ProfileArgs),
+    /// Run the server with console-subscriber on 127.0.0.1:6669 and a light
+    /// mixed load, for a live tokio-console
+    Console(console::ConsoleArgs),
+}
 
 /// Each run: what it covers, and cargo's arguments.
 const TEST_RUNS: &[(&str, &[&str])] = &[
@@ -66,7 +89,7 @@ const TEST_RUNS: &[(&str, &[&str])] = &[
 ];
 
 fn test() -> ExitCode {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = workspace::cargo();
     let mut failed = Vec::new();
     for (what, args) in TEST_RUNS {
         eprintln!("xtask test: {what}: cargo {}", args.join(" "));
@@ -82,8 +105,28 @@ fn test() -> ExitCode {
             failed.push(*what);
         }
     }
+    // The journey end to end, on the real release binaries: a scenario's
+    // verdicts wrong, a run missing or the report not standing alone fails.
+    let e2e = workspace::target_dir().join("xtask-e2e-reports");
+    let what = "end to end: cargo xtask profile --quick";
+    eprintln!("xtask test: {what} (reports in {})", e2e.display());
+    let ok = std::env::current_exe()
+        .and_then(|exe| {
+            Command::new(exe)
+                .args(["profile", "--quick", "--out"])
+                .arg(&e2e)
+                .status()
+        })
+        .map(|s| s.success())
+        .unwrap_or_else(|e| {
+            eprintln!("xtask test: cannot run xtask profile: {e}");
+            false
+        });
+    if !ok {
+        failed.push(what);
+    }
     if failed.is_empty() {
-        eprintln!("xtask test: all {} runs passed", TEST_RUNS.len());
+        eprintln!("xtask test: all {} runs passed", TEST_RUNS.len() + 1);
         ExitCode::SUCCESS
     } else {
         eprintln!("xtask test: FAILED: {}", failed.join("; "));
@@ -91,11 +134,10 @@ fn test() -> ExitCode {
     }
 }
 
-fn bench() -> ExitCode {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    match Command::new(cargo)
+fn bench(args: &[String]) -> ExitCode {
+    match Command::new(workspace::cargo())
         .args(["bench", "--workspace"])
-        .args(std::env::args().skip(2))
+        .args(args)
         .status()
     {
         Ok(s) if s.success() => ExitCode::SUCCESS,
@@ -108,26 +150,10 @@ fn bench() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1);
-    match command.as_deref() {
-        Some("test") => test(),
-        Some("bench") => bench(),
-        Some("profile" | "console") => {
-            eprintln!(
-                "cargo xtask {}: not implemented yet. It needs the leakscope recorder \
-                 and the report renderer, which are still being built (the leak \
-                 scenarios exist: download-server --list-scenarios).",
-                command.unwrap_or_default()
-            );
-            ExitCode::from(2)
-        }
-        Some("-h" | "--help" | "help") | None => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+    match Cli::parse().command {
+        Cmd::Test => test(),
+        Cmd::Bench { args } => bench(&args),
+        Cmd::Profile(args) => profile::run(args),
+        Cmd::Console(args) => console::run(args),
     }
 }
