@@ -88,20 +88,21 @@ const TEST_RUNS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Runs one step to its end; a step that cannot even start counts as failed.
+fn passes(mut cmd: Command) -> bool {
+    cmd.status().map(|s| s.success()).unwrap_or_else(|e| {
+        eprintln!("xtask test: cannot run {:?}: {e}", cmd.get_program());
+        false
+    })
+}
+
 fn test() -> ExitCode {
-    let cargo = workspace::cargo();
     let mut failed = Vec::new();
     for (what, args) in TEST_RUNS {
         eprintln!("xtask test: {what}: cargo {}", args.join(" "));
-        let ok = Command::new(&cargo)
-            .args(*args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or_else(|e| {
-                eprintln!("xtask test: cannot run cargo: {e}");
-                false
-            });
-        if !ok {
+        let mut cmd = Command::new(workspace::cargo());
+        cmd.args(*args);
+        if !passes(cmd) {
             failed.push(*what);
         }
     }
@@ -110,19 +111,10 @@ fn test() -> ExitCode {
     let e2e = workspace::target_dir().join("xtask-e2e-reports");
     let what = "end to end: cargo xtask profile --quick";
     eprintln!("xtask test: {what} (reports in {})", e2e.display());
-    let ok = std::env::current_exe()
-        .and_then(|exe| {
-            Command::new(exe)
-                .args(["profile", "--quick", "--out"])
-                .arg(&e2e)
-                .status()
-        })
-        .map(|s| s.success())
-        .unwrap_or_else(|e| {
-            eprintln!("xtask test: cannot run xtask profile: {e}");
-            false
-        });
-    if !ok {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "xtask".into());
+    let mut cmd = Command::new(exe);
+    cmd.args(["profile", "--quick", "--out"]).arg(&e2e);
+    if !passes(cmd) {
         failed.push(what);
     }
     if failed.is_empty() {

@@ -257,12 +257,13 @@ fn record(
         .spawn()
         .with_context(|| format!("starting {}", bins.leakscope.display()))?;
     let start = Instant::now();
+    let mut progress = Progress::default();
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         bar.set_position(start.elapsed().as_millis() as u64);
-        bar.set_message(progress_line(&p.dir));
+        bar.set_message(progress.line(&p.dir));
         std::thread::sleep(Duration::from_millis(200));
     };
     bar.set_position(bar.length().unwrap_or(0));
@@ -273,25 +274,47 @@ fn record(
             log_path.display()
         );
     }
-    bar.finish_with_message(progress_line(&p.dir));
+    bar.finish_with_message(progress.line(&p.dir));
     Ok(())
 }
 
-/// "N samples, R requests", from the run directory as it grows.
-fn progress_line(dir: &Path) -> String {
-    let Ok(text) = fs::read_to_string(dir.join("samples.jsonl")) else {
-        return "starting".into();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let requests = lines
-        .iter()
-        .rev()
-        .find_map(|l| serde_json::from_str::<leakscope_rundir::Sample>(l).ok())
-        .and_then(|s| s.load)
-        .map(|l| l.done + l.failed + l.aborted);
-    match requests {
-        Some(r) => format!("{} samples, {r} requests", lines.len()),
-        None => format!("{} samples", lines.len()),
+/// "N samples, R requests", from the run directory as it grows. Reads only
+/// what was appended since the last look, so a long run costs the same per
+/// refresh as a short one.
+#[derive(Default)]
+struct Progress {
+    read: u64,
+    samples: usize,
+    requests: Option<u64>,
+}
+
+impl Progress {
+    fn line(&mut self, dir: &Path) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = fs::File::open(dir.join("samples.jsonl")) else {
+            return "starting".into();
+        };
+        let mut fresh = Vec::new();
+        if f.seek(SeekFrom::Start(self.read)).is_ok() && f.read_to_end(&mut fresh).is_ok() {
+            // Only whole lines: the one being written is read next time.
+            let whole = fresh.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for l in fresh[..whole]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                self.samples += 1;
+                if let Ok(s) = serde_json::from_slice::<leakscope_rundir::Sample>(l) {
+                    if let Some(l) = s.load {
+                        self.requests = Some(l.done + l.failed + l.aborted);
+                    }
+                }
+            }
+            self.read += whole as u64;
+        }
+        match self.requests {
+            Some(r) => format!("{} samples, {r} requests", self.samples),
+            None => format!("{} samples", self.samples),
+        }
     }
 }
 
