@@ -106,6 +106,31 @@ mod imp {
         Ok(())
     }
 
+    /// Turns sampling on or off (`prof.active`) without touching what was
+    /// already sampled.
+    ///
+    /// Why it exists: `prof.reset` alone cannot promise an empty profile.
+    /// Each thread draws the distance to its next sample when it takes one,
+    /// so after a reset to a coarser interval every thread still takes one
+    /// more sample at the old spacing, and whatever it catches may stay
+    /// live. With sampling off, jemalloc takes no sample at all, so "pause,
+    /// then reset" gives a profile that is empty for certain (a clean
+    /// baseline, or a test of the empty case).
+    pub fn set_sampling_active(active: bool) -> Result<(), AgentError> {
+        if sample_interval_lg()?.is_none() {
+            return Err(AgentError::HeapProfilingOff);
+        }
+        // SAFETY: prof.active is a documented writable bool.
+        unsafe { raw::write(b"prof.active\0", active) }.map_err(|e| ctl("prof.active", e))?;
+        Ok(())
+    }
+
+    /// Whether sampling is on now (`prof.active`).
+    pub fn sampling_active() -> Result<bool, AgentError> {
+        // SAFETY: prof.active is a documented readable bool.
+        unsafe { raw::read(b"prof.active\0") }.map_err(|e| ctl("prof.active", e))
+    }
+
     /// What the flamegraph endpoint shows when no sampled allocation is live.
     const EMPTY_FLAMEGRAPH: &[u8] = br#"<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="600" height="60" xmlns="http://www.w3.org/2000/svg"><text x="10" y="35" font-family="monospace" font-size="14">inuse_space: no sampled allocation is live</text></svg>
@@ -185,7 +210,9 @@ mod imp {
 }
 
 #[cfg(feature = "jemalloc")]
-pub use imp::{profile, sample_interval_lg, set_sample_interval_lg, Format};
+pub use imp::{
+    profile, sample_interval_lg, sampling_active, set_sample_interval_lg, set_sampling_active, Format,
+};
 
 #[cfg(any(feature = "jemalloc", feature = "dhat-heap"))]
 pub use imp::stats;

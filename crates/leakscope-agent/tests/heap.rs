@@ -56,14 +56,23 @@ async fn heap_profile_is_pprof_and_names_the_allocating_function_and_file() {
     );
     drop(held);
 
-    // A 1 TiB interval samples nothing, and prof.reset forgets what was:
-    // the flamegraph of an empty profile is an answer, not a 500.
-    leakscope_agent::heap::set_sample_interval_lg(40).unwrap();
+    // With sampling paused, jemalloc takes no sample at all, and prof.reset
+    // forgets what was: the profile is empty for certain, and the
+    // flamegraph of an empty profile is an answer, not a 500. (A reset to a
+    // coarse interval alone is not enough: each thread still takes one more
+    // sample at the old spacing, and that one may stay live.)
+    leakscope_agent::heap::set_sampling_active(false).unwrap();
+    assert!(!leakscope_agent::heap::sampling_active().unwrap());
+    leakscope_agent::heap::set_sample_interval_lg(19).unwrap();
     let empty = get(addr, "/debug/pprof/heap?format=svg");
     assert_eq!(empty.status, 200, "{}", empty.text());
-    assert!(empty.text().contains("no sampled allocation is live"));
+    assert!(
+        empty.text().contains("no sampled allocation is live"),
+        "{}",
+        empty.text()
+    );
     let pb = get(addr, "/debug/pprof/heap");
     assert_eq!(pb.status, 200, "{}", pb.text());
-    leakscope_agent::heap::set_sample_interval_lg(19).unwrap();
+    leakscope_agent::heap::set_sampling_active(true).unwrap();
     agent.shutdown().await;
 }
