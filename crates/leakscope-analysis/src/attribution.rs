@@ -177,3 +177,100 @@ pub fn dhat_sites(path: &Path) -> Result<Vec<DhatSite>, String> {
     sites.truncate(TOP);
     Ok(sites)
 }
+
+fn map(m: &std::collections::BTreeMap<String, u64>) -> Vec<(String, f64)> {
+    m.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
+}
+
+fn list(m: &[(String, u64)]) -> Vec<(String, f64)> {
+    m.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
+}
+
+/// Everything attributable in the run: what grew across the analysis
+/// window, the heap-profile diff and dhat's sites.
+pub fn attribute(
+    dir: &Path,
+    samples: &[Sample],
+    layout: &crate::series::Layout,
+    notes: &mut Vec<String>,
+) -> Attribution {
+    let mut a = Attribution::default();
+    let window: Vec<&Sample> = samples[layout.window.clone()].iter().collect();
+    if !window.is_empty() {
+        let k = window.len().div_ceil(10);
+        let (head, tail) = (&window[..k], &window[window.len() - k..]);
+        let g = |get: &dyn Fn(&Sample) -> Vec<(String, f64)>| growth(head, tail, get);
+        a.task_locations = g(&|s| {
+            s.console
+                .as_ref()
+                .map(|c| map(&c.by_location))
+                .unwrap_or_default()
+        });
+        a.task_names = g(&|s| {
+            s.console
+                .as_ref()
+                .map(|c| map(&c.by_name))
+                .unwrap_or_default()
+        });
+        a.fd_kinds = g(&|s| {
+            s.proc
+                .as_ref()
+                .map(|p| map(&p.fds_by_kind))
+                .unwrap_or_default()
+        });
+        a.fd_paths = g(&|s| {
+            s.proc
+                .as_ref()
+                .map(|p| list(&p.top_files))
+                .unwrap_or_default()
+        });
+        a.tcp_states = g(&|s| {
+            s.proc
+                .as_ref()
+                .map(|p| map(&p.tcp_states))
+                .unwrap_or_default()
+        });
+        a.sockets = g(&|s| {
+            s.proc
+                .as_ref()
+                .map(|p| list(&p.top_sockets))
+                .unwrap_or_default()
+        });
+    }
+    // Heap: the first and the last profile that exist on disk.
+    let named: Vec<&String> = samples
+        .iter()
+        .filter_map(|s| s.heap_profile.as_ref())
+        .collect();
+    let present: Vec<&String> = named
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).is_file())
+        .collect();
+    for missing in named.iter().filter(|n| !dir.join(n).is_file()) {
+        notes.push(format!(
+            "heap profile {missing} is listed in samples.jsonl but missing"
+        ));
+    }
+    if let (Some(first), Some(last)) = (present.first(), present.last()) {
+        if first != last {
+            match heap_sites(dir, first, last) {
+                Ok(sites) => {
+                    a.heap_sites = sites;
+                    a.heap_profiles = Some(((*first).clone(), (*last).clone()));
+                }
+                Err(e) => notes.push(format!("heap attribution skipped: {e}")),
+            }
+        } else {
+            notes.push("one heap profile only: no allocation sites to diff".into());
+        }
+    }
+    let dhat = dir.join(leakscope_rundir::DHAT_FILE);
+    if dhat.is_file() {
+        match dhat_sites(&dhat) {
+            Ok(sites) => a.dhat_sites = sites,
+            Err(e) => notes.push(e),
+        }
+    }
+    a
+}

@@ -32,10 +32,44 @@ pub fn amount(v: f64, unit: Unit) -> String {
 }
 
 pub fn per(axis: Axis) -> &'static str {
-    match axis {
-        Axis::Requests => "per request",
-        Axis::Seconds => "per second",
+    axis.per()
+}
+
+/// The forecast of a LEAK: "at 1.00 per request and 1950 requests/s,
+/// RLIMIT_NOFILE (1024) is reached in 0.5 s".
+pub fn forecast(m: &MetricAnalysis, axis: Axis) -> Option<String> {
+    let f = m.forecast.as_ref()?;
+    let work = match axis {
+        Axis::Requests => format!("{:.0} requests/s", f.work_per_second),
+        Axis::Cpu => format!("{:.2} CPU cores busy", f.work_per_second),
+        Axis::Seconds => "this load".to_string(),
+    };
+    let slope = m.slope.map(|s| s.value).unwrap_or(0.0);
+    Some(format!(
+        "at {} {} and {work}, {} ({}) is reached in {}",
+        amount(slope, m.unit),
+        axis.per(),
+        f.ceiling.what,
+        amount(f.ceiling.value, m.unit),
+        crate::ceiling::duration(f.seconds)
+    ))
+}
+
+/// What followed an EXHAUSTED metric: "3495 requests failed afterwards;
+/// target.log says \"Too many open files\" 120 times, first: …".
+pub fn exhaustion(m: &MetricAnalysis) -> Option<String> {
+    let e = m.exhaustion.as_ref()?;
+    let mut parts = Vec::new();
+    if let Some(n) = e.failed_after.filter(|n| *n > 0) {
+        parts.push(format!("{n} of leakscope's requests failed afterwards"));
     }
+    if let Some(log) = &e.log {
+        parts.push(format!(
+            "the target's log names it {} time(s), first: \"{}\"",
+            log.count, log.first
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The verdict sentence of one metric.
@@ -59,6 +93,7 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
     };
     match j.verdict {
         Verdict::Leak => slope("leaks "),
+        Verdict::Exhausted => format!("exhausted: {}", j.reason),
         Verdict::Bounded => {
             let at = j.plateau.map(|p| amount(p, m.unit)).unwrap_or_default();
             let held = m
@@ -70,10 +105,14 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
                     format!("bounded: plateaus at {at} after {x:.0} requests")
                 }
                 (Some(x), Axis::Seconds) => format!("bounded: plateaus at {at} after {x:.0} s"),
+                (Some(x), Axis::Cpu) => {
+                    format!("bounded: plateaus at {at} after {x:.1} CPU-seconds")
+                }
                 (None, _) => format!("bounded: plateaus at {at}"),
             };
             text + &held
         }
+        Verdict::Stable if j.idle == crate::IdleEvidence::Returned => j.reason.clone(),
         Verdict::Stable => match m.slope {
             Some(s) => format!(
                 "stable ({} {}, 95% CI {} to {})",
@@ -88,11 +127,15 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
     }
 }
 
-/// "fd-leak / leaky: 13,470 requests, 30 samples".
+/// "fd-leak / leaky: 13,470 requests in the analysis window, 30 samples".
 pub fn heading(a: &Analysis) -> String {
-    let load = match a.window_requests {
-        Some(r) => format!("{r:.0} requests in the analysis window"),
-        None => "judged over time".into(),
+    let load = match (a.window_requests, a.window_x) {
+        (Some(r), _) => format!("{r:.0} requests in the analysis window"),
+        (None, Some((x0, x1))) if a.axis == Axis::Cpu => format!(
+            "judged per CPU-second: {:.2} CPU-seconds of work in the analysis window",
+            x1 - x0
+        ),
+        _ => "judged over time".into(),
     };
     format!(
         "{} / {}: {load}, {} samples",

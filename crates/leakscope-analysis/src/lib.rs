@@ -1,73 +1,46 @@
 //! Leak-trend analysis of leakscope run directories.
 //!
 //! Pure: it reads a run directory (through `leakscope-rundir`, the same
-//! crate that wrote it) and computes, per metric, a robust slope against
-//! requests served with a 95% interval and a LEAK / BOUNDED / STABLE /
-//! INCONCLUSIVE verdict ([`trend`] states the rule), plus the attribution
-//! behind growth ([`attribution`]). No network, no clock, no rendering.
+//! crate that wrote it) and computes, per metric of the [`metrics`] table,
+//! a robust slope per unit of work with a 95% interval and a verdict
+//! ([`trend`] states the rule, [`series`] the work axis, [`ceiling`] the
+//! limits), the attribution behind growth ([`attribution`]), and whether
+//! the run can carry a gate at all ([`gate`]). No network, no clock, no
+//! rendering.
 
 pub mod attribution;
+pub mod ceiling;
 pub mod describe;
+pub mod gate;
+pub mod metrics;
 pub mod pprof;
 pub mod series;
 pub mod trend;
 
 use std::path::{Path, PathBuf};
 
-use leakscope_rundir::{Meta, Run, RunDirError, Sample};
+use leakscope_rundir::{Meta, Run, RunDirError, Sample, TARGET_LOG};
 use serde::Serialize;
 
 pub use attribution::Attribution;
-pub use series::{Axis, Point, Unit};
-pub use trend::{Fit, Judgement, Verdict};
+pub use ceiling::{Exhaustion, Forecast};
+pub use metrics::{Ceiling, CeilingKind, MetricDef, MetricId, Source, METRICS};
+pub use series::{Axis, Point, Unit, Work};
+pub use trend::{Fit, IdleEvidence, Judgement, Verdict};
 
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// The metrics judged, with the smallest growth over a window that counts
-/// as more than noise. The floors are physical, not fitted to any data: a
-/// MiB of heap is below one jemalloc arena's caches; RSS moves in larger
-/// steps (pages, arenas, retained extents); a handful of fds or tasks is
-/// what concurrency alone adds and removes.
-struct MetricDef {
-    id: &'static str,
-    title: &'static str,
-    unit: Unit,
-    floor: f64,
-    value: fn(&Sample) -> Option<f64>,
+/// The median, `None` for no values. Sorts `v` in place.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
-
-const LEVELS: &[MetricDef] = &[
-    MetricDef {
-        id: "heap",
-        title: "heap allocated",
-        unit: Unit::Bytes,
-        floor: MIB,
-        value: |s| s.heap.as_ref()?.allocated.map(|v| v as f64),
-    },
-    MetricDef {
-        id: "rss",
-        title: "resident memory (RSS)",
-        unit: Unit::Bytes,
-        floor: 4.0 * MIB,
-        value: |s| s.proc.as_ref().map(|p| p.rss_bytes as f64),
-    },
-    MetricDef {
-        id: "tasks",
-        title: "live tasks",
-        unit: Unit::Count,
-        floor: 4.0,
-        value: |s| s.console.as_ref().map(|c| c.live_tasks as f64),
-    },
-    MetricDef {
-        id: "fds",
-        title: "open fds",
-        unit: Unit::Count,
-        floor: 4.0,
-        value: |s| s.proc.as_ref().map(|p| p.fds as f64),
-    },
-];
-
-const FD_KIND_FLOOR: f64 = 4.0;
 
 /// An estimate with its 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -79,7 +52,10 @@ pub struct Estimate {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricAnalysis {
+    /// "fds", or "fds.socket" for one kind of a metric.
     pub id: String,
+    /// The vocabulary row this series measures.
+    pub metric: MetricId,
     pub title: String,
     pub unit: Unit,
     /// A rate metric (allocation) has a slope and no verdict: allocating is
@@ -87,15 +63,21 @@ pub struct MetricAnalysis {
     pub rate: bool,
     pub floor: f64,
     pub judgement: Option<Judgement>,
-    /// Per request (or per second on a time axis), with its interval.
+    /// Per unit of work (see the analysis's axis), with its interval.
     pub slope: Option<Estimate>,
     pub r2: Option<f64>,
-    /// Median before the load started.
+    /// Median before the work started.
     pub baseline: Option<f64>,
-    /// BOUNDED with leakscope's load driver: the rise from the baseline to
-    /// the plateau divided by the requests in flight, i.e. what each
-    /// request holds while it runs.
+    /// With leakscope's load driver, for a metric that is not a leak: the
+    /// rise from the baseline to the plateau divided by the requests in
+    /// flight, i.e. what each request holds while it runs.
     pub per_in_flight: Option<f64>,
+    /// The ceiling this metric runs into, when the run recorded it.
+    pub ceiling: Option<Ceiling>,
+    /// EXHAUSTED: when and how the ceiling was reached.
+    pub exhaustion: Option<Exhaustion>,
+    /// LEAK: time to the ceiling at the observed rate.
+    pub forecast: Option<Forecast>,
     /// Every sample's value, for charts.
     pub points: Vec<Point>,
 }
@@ -106,24 +88,42 @@ impl MetricAnalysis {
     }
 }
 
+/// leakscope's own load over the run, when it drove one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoadTotals {
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
     pub dir: PathBuf,
     pub meta: Meta,
     pub samples: usize,
+    /// What every slope is "per".
     pub axis: Axis,
+    /// How the window was found.
+    pub work: Work,
     /// Requests served in the analysis window.
     pub window_requests: Option<f64>,
     /// Sample indices of the analysis window.
     pub window: (usize, usize),
-    /// Its first and last x (requests or seconds).
+    /// Its first and last x (requests, CPU-seconds or seconds).
     pub window_x: Option<(f64, f64)>,
+    /// Sample indices of the idle tail after the work.
+    pub idle: (usize, usize),
+    /// Units of work per second over the window (requests/s, CPU cores).
+    pub work_per_second: Option<f64>,
+    pub load: Option<LoadTotals>,
     pub metrics: Vec<MetricAnalysis>,
     pub attribution: Attribution,
     /// console-subscriber answered in this run. Its retained task data then
     /// grows the heap per request until retention ends, so heap and RSS
     /// speak for the target plus its instrumentation.
     pub console_on: bool,
+    /// Why this run cannot carry a gate: too few samples, no work found,
+    /// the load mostly failed. Empty for a usable run.
+    pub unusable: Vec<String>,
     /// Things the reader of the report must know: torn lines, missing
     /// profiles, absent sources, too few samples.
     pub notes: Vec<String>,
@@ -132,6 +132,11 @@ pub struct Analysis {
 impl Analysis {
     pub fn metric(&self, id: &str) -> Option<&MetricAnalysis> {
         self.metrics.iter().find(|m| m.id == id)
+    }
+
+    /// The series of a vocabulary row (not one of its kinds).
+    pub fn of(&self, id: MetricId) -> Option<&MetricAnalysis> {
+        self.metric(id.as_str())
     }
 
     /// `scenario` and `variant` labels, or the directory name and "run".
@@ -157,145 +162,358 @@ impl Analysis {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+/// What every series of one run is judged against.
+struct Frame<'a> {
+    dir: &'a Path,
+    meta: &'a Meta,
+    samples: &'a [Sample],
+    layout: series::Layout,
+    /// Median requests in flight during the window (leakscope's driver).
+    in_flight: Option<f64>,
+    work_per_second: Option<f64>,
 }
 
 /// Reads and analyses one run directory. Errors only when it cannot be read
-/// at all; anything partial becomes a note.
+/// at all; anything partial becomes a note, anything that voids a verdict
+/// an entry of [`Analysis::unusable`].
 pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
     let run = Run::open(dir)?;
     let mut notes: Vec<String> = run.warnings.iter().map(|w| w.to_string()).collect();
     let samples = &run.samples;
     let layout = series::layout(samples);
-    if samples.len() < trend::MIN_POINTS {
-        notes.push(format!(
-            "only {} sample(s): too few for a verdict; record longer or at a shorter --interval",
-            samples.len()
-        ));
-    }
-    if let Some(rises) = layout.sparse_requests {
-        notes.push(format!(
-            "requests completed in only {rises} sample(s) (slow downloads finish in bursts): judged over time, per second"
-        ));
-    } else if layout.axis == Axis::Seconds {
-        notes.push(
-            "no request counter advanced (no --metrics and no load driver): slopes are per second, not per request"
-                .into(),
-        );
-    }
-    let in_flight = median(
-        samples[layout.window.clone()]
-            .iter()
-            .filter_map(|s| s.load.as_ref())
-            .filter(|l| l.concurrency > 0)
-            .map(|l| l.concurrency as f64)
-            .collect(),
-    );
-    let mut metrics = Vec::new();
-    let level = |id: &str, title: &str, unit: Unit, floor: f64, pts: Vec<Option<Point>>| {
-        if pts.iter().all(Option::is_none) {
-            return None;
-        }
-        let window = series::xy(&pts, layout.window.clone(), layout.axis);
-        let baseline: Vec<f64> = pts[layout.baseline.clone()]
-            .iter()
-            .flatten()
-            .map(|p| p.y)
-            .collect();
-        let judgement = trend::judge_fmt(&window, &baseline, floor, &|v| describe::amount(v, unit));
-        let baseline = median(baseline);
-        let per_in_flight = match (&judgement, baseline, in_flight) {
-            (j, Some(b), Some(c)) if j.verdict == Verdict::Bounded => {
-                j.plateau.map(|p| (p - b) / c)
-            }
-            _ => None,
-        };
-        Some(MetricAnalysis {
-            per_in_flight,
-            id: id.to_string(),
-            title: title.to_string(),
-            unit,
-            rate: false,
-            floor,
-            slope: judgement.fit.map(|f| Estimate {
-                value: f.slope,
-                lo: f.lo,
-                hi: f.hi,
-            }),
-            r2: judgement.fit.map(|f| f.r2),
-            judgement: Some(judgement),
-            baseline,
-            points: pts.into_iter().flatten().collect(),
-        })
+    notes.extend(axis_note(&layout));
+    let frame = Frame {
+        dir,
+        meta: &run.meta,
+        samples,
+        in_flight: in_flight(samples, &layout),
+        work_per_second: work_per_second(samples, &layout),
+        layout,
     };
-    for def in LEVELS {
+    let mut metrics = Vec::new();
+    for def in METRICS {
         let pts = series::points(samples, def.value);
-        match level(def.id, def.title, def.unit, def.floor, pts) {
+        let m = if def.rate {
+            rate(&frame, def, pts)
+        } else {
+            level(
+                &frame,
+                def,
+                def.id.as_str().into(),
+                def.title.into(),
+                def.floor,
+                pts,
+            )
+        };
+        match m {
             Some(m) => metrics.push(m),
             None => notes.push(format!(
                 "no {} figures in this run ({})",
                 def.title,
-                source_of(def.id)
+                def.source.how_to_enable()
             )),
         }
     }
-    let kinds: std::collections::BTreeSet<String> = samples
+    metrics.extend(fd_kinds(&frame));
+    let console_on = run
+        .meta
+        .sources
+        .get("console")
+        .is_some_and(|c| c.samples > c.failed);
+    notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
+    if let Some(n) = run.meta.oom_kills.filter(|n| *n > 0) {
+        notes.push(format!(
+            "the OOM killer ended {n} process(es) in the target's cgroup during the recording"
+        ));
+    }
+    let attribution = attribution::attribute(dir, samples, &frame.layout, &mut notes);
+    let load = load_totals(samples);
+    let layout = &frame.layout;
+    Ok(Analysis {
+        dir: dir.to_path_buf(),
+        meta: run.meta.clone(),
+        samples: samples.len(),
+        axis: layout.axis,
+        work: layout.work,
+        window_requests: layout.window_requests,
+        window: (layout.window.start, layout.window.end),
+        window_x: window_x(samples, layout),
+        idle: (layout.idle.start, layout.idle.end),
+        work_per_second: frame.work_per_second,
+        unusable: unusable(samples, layout, load),
+        load,
+        metrics,
+        attribution,
+        console_on,
+        notes,
+    })
+}
+
+fn axis_note(layout: &series::Layout) -> Option<String> {
+    if let Some(rises) = layout.sparse_requests {
+        return Some(format!(
+            "requests completed in only {rises} sample(s) (slow downloads finish in bursts): judged {}",
+            layout.axis.per()
+        ));
+    }
+    match layout.work {
+        Work::CpuActive => Some(
+            "no request counter advanced (no --metrics, no load driver): judged per CPU-second the target used, \
+             over the ticks in which it worked"
+                .into(),
+        ),
+        Work::CpuSustained => Some(
+            "no request counter advanced and the target was busy throughout: judged per CPU-second it used, \
+             with no idle stretch to show what it keeps"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Median requests in flight over the window, with leakscope's driver.
+fn in_flight(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
+    let mut v: Vec<f64> = samples[layout.window.clone()]
+        .iter()
+        .filter_map(|s| s.load.as_ref())
+        .filter(|l| l.concurrency > 0)
+        .map(|l| l.concurrency as f64)
+        .collect();
+    median(&mut v)
+}
+
+/// Work per wall-clock second over the window.
+fn work_per_second(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
+    let w = samples.get(layout.window.clone())?;
+    let (a, b) = (w.first()?, w.last()?);
+    let x = |s: &Sample| match layout.axis {
+        Axis::Requests => series::requests(s),
+        Axis::Cpu => series::cpu(s),
+        Axis::Seconds => Some(s.t_ms as f64 / 1000.0),
+    };
+    let dt = b.t_ms.saturating_sub(a.t_ms) as f64 / 1000.0;
+    let v = (x(b)? - x(a)?) / dt;
+    (dt > 0.0 && v.is_finite() && v > 0.0).then_some(v)
+}
+
+/// One level metric: the trend rule, then its ceiling.
+fn level(
+    f: &Frame,
+    def: &MetricDef,
+    id: String,
+    title: String,
+    floor: f64,
+    pts: Vec<Option<series::Point>>,
+) -> Option<MetricAnalysis> {
+    if pts.iter().all(Option::is_none) {
+        return None;
+    }
+    let l = &f.layout;
+    let ceiling = def.ceiling.and_then(|k| k.of(&f.meta.limits));
+    // Only the whole of a metric meets its ceiling, not one kind of it.
+    let whole = id == def.id.as_str();
+    let reached = ceiling
+        .as_ref()
+        .filter(|_| whole)
+        .and_then(|c| ceiling::reached(&pts, c.value, floor))
+        .or_else(|| oom_reached(f, def, &pts).filter(|_| whole));
+    // At the ceiling the series is flat because it cannot grow: judge the
+    // samples before it, and take no idle evidence from after it.
+    let (window, idle) = match reached {
+        Some(r) => (l.baseline.end.min(r)..(r + 1).min(pts.len()), r..r),
+        None => (l.window.clone(), l.idle.clone()),
+    };
+    let xy = series::xy(&pts, window, l.axis);
+    let baseline = series::levels(&pts, l.baseline.clone());
+    let idle = series::levels(&pts, idle);
+    let evidence = trend::Evidence {
+        window: &xy,
+        baseline: &baseline,
+        idle: &idle,
+        floor,
+    };
+    let mut judgement = trend::judge_evidence(&evidence, &|v| describe::amount(v, def.unit));
+    let exhaustion = reached.map(|r| exhaust(f, def, &pts, r, ceiling.clone(), &mut judgement));
+    let forecast = match (
+        &ceiling,
+        judgement.verdict,
+        judgement.fit,
+        f.work_per_second,
+    ) {
+        (Some(c), Verdict::Leak, Some(fit), Some(wps)) if whole => {
+            let last = pts.iter().rev().flatten().next().map(|p| p.y)?;
+            ceiling::forecast(c.clone(), fit.slope, wps, last)
+        }
+        _ => None,
+    };
+    let baseline = median(&mut baseline.clone());
+    let per_in_flight = match (judgement.verdict, judgement.plateau, baseline, f.in_flight) {
+        (Verdict::Bounded | Verdict::Stable, Some(p), Some(b), Some(c)) => Some((p - b) / c),
+        _ => None,
+    };
+    Some(MetricAnalysis {
+        id,
+        metric: def.id,
+        title,
+        unit: def.unit,
+        rate: false,
+        floor,
+        slope: judgement.fit.map(|f| Estimate {
+            value: f.slope,
+            lo: f.lo,
+            hi: f.hi,
+        }),
+        r2: judgement.fit.map(|f| f.r2),
+        judgement: Some(judgement),
+        baseline,
+        per_in_flight,
+        ceiling,
+        exhaustion,
+        forecast,
+        points: pts.into_iter().flatten().collect(),
+    })
+}
+
+/// A memory metric of a target the OOM killer ended: at its ceiling at the
+/// last sample.
+fn oom_reached(f: &Frame, def: &MetricDef, pts: &[Option<series::Point>]) -> Option<usize> {
+    let killed = f.meta.oom_kills.is_some_and(|n| n > 0);
+    (killed && def.ceiling == Some(CeilingKind::Memory))
+        .then(|| pts.iter().rposition(Option::is_some))
+        .flatten()
+}
+
+/// Turns a judgement into EXHAUSTED at sample `r`, with what followed.
+fn exhaust(
+    f: &Frame,
+    def: &MetricDef,
+    pts: &[Option<series::Point>],
+    r: usize,
+    ceiling: Option<Ceiling>,
+    j: &mut Judgement,
+) -> Exhaustion {
+    let p = pts[r].expect("reached is a sample with a value");
+    let failed = |i: usize| f.samples.get(i)?.load.as_ref().map(|l| l.failed);
+    let last = f.samples.len().saturating_sub(1);
+    let failed_after = failed(last)
+        .zip(failed(r))
+        .map(|(b, a)| b.saturating_sub(a));
+    let oom_killed =
+        f.meta.oom_kills.is_some_and(|n| n > 0) && def.ceiling == Some(CeilingKind::Memory);
+    let log = def
+        .ceiling
+        .and_then(|k| ceiling::log_signs(&f.dir.join(TARGET_LOG), k));
+    let ceiling = ceiling.unwrap_or(Ceiling {
+        value: p.y,
+        what: "the memory the OOM killer allowed",
+    });
+    let rate = j
+        .fit
+        .filter(|fit| fit.lo > 0.0)
+        .map(|fit| {
+            format!(
+                ", growing {} {} until then",
+                describe::amount(fit.slope, def.unit),
+                f.layout.axis.per()
+            )
+        })
+        .unwrap_or_default();
+    let after = p
+        .requests
+        .map(|n| format!(" after {n:.0} requests"))
+        .unwrap_or_default();
+    j.verdict = Verdict::Exhausted;
+    j.reason = if oom_killed {
+        format!(
+            "the OOM killer ended the target at {:.1} s{after}{rate}",
+            p.t
+        )
+    } else {
+        format!(
+            "reached its ceiling ({} of {}) at {:.1} s{after}{rate}",
+            ceiling.what,
+            describe::amount(ceiling.value, def.unit),
+            p.t
+        )
+    };
+    Exhaustion {
+        ceiling,
+        sample: r,
+        t: p.t,
+        requests: p.requests,
+        level: p.y,
+        failed_after,
+        oom_killed,
+        log,
+    }
+}
+
+/// Allocation: bytes allocated per unit of work, from the cumulative
+/// counter.
+fn rate(f: &Frame, def: &MetricDef, pts: Vec<Option<series::Point>>) -> Option<MetricAnalysis> {
+    if pts.iter().all(Option::is_none) {
+        return None;
+    }
+    let fit = trend::theil_sen(&series::xy(&pts, f.layout.window.clone(), f.layout.axis));
+    Some(MetricAnalysis {
+        id: def.id.as_str().into(),
+        metric: def.id,
+        title: def.title.into(),
+        unit: def.unit,
+        rate: true,
+        floor: def.floor,
+        judgement: None,
+        slope: fit.map(|f| Estimate {
+            value: f.slope,
+            lo: f.lo,
+            hi: f.hi,
+        }),
+        r2: fit.map(|f| f.r2),
+        baseline: None,
+        per_in_flight: None,
+        ceiling: None,
+        exhaustion: None,
+        forecast: None,
+        points: pts.into_iter().flatten().collect(),
+    })
+}
+
+/// One series per kind of fd (file, socket, pipe, anon_inode, …).
+fn fd_kinds(f: &Frame) -> Vec<MetricAnalysis> {
+    let kinds: std::collections::BTreeSet<String> = f
+        .samples
         .iter()
         .filter_map(|s| s.proc.as_ref())
         .flat_map(|p| p.fds_by_kind.keys().cloned())
         .collect();
-    for kind in kinds {
-        let k = kind.clone();
-        let pts = series::points(samples, move |s| {
-            s.proc
-                .as_ref()
-                .map(|p| p.fds_by_kind.get(&k).copied().unwrap_or(0) as f64)
-        });
-        if let Some(m) = level(
-            &format!("fds.{kind}"),
-            &format!("{kind} fds"),
-            Unit::Count,
-            FD_KIND_FLOOR,
-            pts,
-        ) {
-            metrics.push(m);
-        }
-    }
-    // Allocation: bytes allocated per request, from the cumulative counter.
-    let pts = series::points(samples, |s| {
-        s.heap.as_ref()?.allocated_bytes_total.map(|v| v as f64)
-    });
-    if pts.iter().any(Option::is_some) {
-        let fit = trend::theil_sen(&series::xy(&pts, layout.window.clone(), layout.axis));
-        metrics.push(MetricAnalysis {
-            id: "alloc".into(),
-            title: "allocation".into(),
-            unit: Unit::Bytes,
-            rate: true,
-            floor: 0.0,
-            judgement: None,
-            slope: fit.map(|f| Estimate {
-                value: f.slope,
-                lo: f.lo,
-                hi: f.hi,
-            }),
-            r2: fit.map(|f| f.r2),
-            baseline: None,
-            per_in_flight: None,
-            points: pts.into_iter().flatten().collect(),
-        });
-    }
+    let def = MetricId::Fds.def();
+    kinds
+        .into_iter()
+        .filter_map(|kind| {
+            let pts = series::points(f.samples, |s| {
+                s.proc
+                    .as_ref()
+                    .map(|p| p.fds_by_kind.get(&kind).copied().unwrap_or(0) as f64)
+            });
+            level(
+                f,
+                def,
+                format!("fds.{kind}"),
+                format!("{kind} fds"),
+                metrics::FD_KIND_FLOOR,
+                pts,
+            )
+        })
+        .collect()
+}
 
+fn console_notes(
+    samples: &[Sample],
+    layout: &series::Layout,
+    console_on: bool,
+    metrics: &[MetricAnalysis],
+) -> Vec<String> {
+    let mut notes = Vec::new();
     // Events console-subscriber dropped while the window ran: its task
     // counts are then a lower bound.
     let dropped = |i: usize| {
@@ -316,14 +534,9 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
             ));
         }
     }
-    let console_on = run
-        .meta
-        .sources
-        .get("console")
-        .is_some_and(|c| c.samples > c.failed);
     let memory = metrics
         .iter()
-        .any(|m| matches!(m.id.as_str(), "heap" | "rss"));
+        .any(|m| matches!(m.metric, MetricId::Heap | MetricId::Rss));
     if console_on && memory {
         notes.push(
             "console-subscriber was on in the target: it keeps every finished task's data until its retention \
@@ -332,130 +545,55 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
                 .into(),
         );
     }
-    let attribution = attribute(dir, samples, &layout, &mut notes);
-    Ok(Analysis {
-        dir: dir.to_path_buf(),
-        meta: run.meta.clone(),
-        samples: samples.len(),
-        axis: layout.axis,
-        window_requests: layout.window_requests,
-        window: (layout.window.start, layout.window.end),
-        window_x: window_x(samples, &layout),
-        metrics,
-        attribution,
-        console_on,
-        notes,
+    notes
+}
+
+/// leakscope's driver's totals at the last sample that has them.
+fn load_totals(samples: &[Sample]) -> Option<LoadTotals> {
+    let l = samples.iter().rev().find_map(|s| s.load.as_ref())?;
+    (l.done + l.failed + l.aborted > 0).then_some(LoadTotals {
+        succeeded: l.done + l.aborted,
+        failed: l.failed,
     })
+}
+
+/// Why the run cannot carry a verdict a gate may trust.
+fn unusable(samples: &[Sample], layout: &series::Layout, load: Option<LoadTotals>) -> Vec<String> {
+    let mut why = Vec::new();
+    let n = samples.len();
+    if n == 0 {
+        why.push(
+            "no sample was taken: samples.jsonl is empty (the target ended, or the recorder stopped, before the first tick)"
+                .to_string(),
+        );
+    } else if n < trend::MIN_POINTS {
+        why.push(format!(
+            "only {n} sample(s), and a verdict needs {}: record longer or at a shorter --interval",
+            trend::MIN_POINTS
+        ));
+    }
+    if let Some(l) = load.filter(|l| l.failed > l.succeeded) {
+        why.push(format!(
+            "most of leakscope's load failed ({} failed, {} succeeded): the target was not serving it; check --url and target.log",
+            l.failed, l.succeeded
+        ));
+    }
+    if n > 0 && layout.work == Work::None {
+        why.push(
+            "the target did no measurable work: no request counter advanced and its CPU time stayed at its idle level; \
+             drive load while recording (--load/--url), or attach while the service is busy"
+                .to_string(),
+        );
+    }
+    why
 }
 
 fn window_x(samples: &[Sample], layout: &series::Layout) -> Option<(f64, f64)> {
     let w = &samples[layout.window.clone()];
     let x = |s: &Sample| match layout.axis {
         Axis::Requests => series::requests(s),
+        Axis::Cpu => series::cpu(s),
         Axis::Seconds => Some(s.t_ms as f64 / 1000.0),
     };
     Some((x(w.first()?)?, x(w.last()?)?))
-}
-
-fn map(m: &std::collections::BTreeMap<String, u64>) -> Vec<(String, f64)> {
-    m.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
-}
-
-fn list(m: &[(String, u64)]) -> Vec<(String, f64)> {
-    m.iter().map(|(k, v)| (k.clone(), *v as f64)).collect()
-}
-
-fn source_of(id: &str) -> &'static str {
-    match id {
-        "heap" => "record with --agent and leakscope-agent in the target",
-        "tasks" => "record with --console and console-subscriber in the target",
-        _ => "procfs could not read the process",
-    }
-}
-
-fn attribute(
-    dir: &Path,
-    samples: &[Sample],
-    layout: &series::Layout,
-    notes: &mut Vec<String>,
-) -> Attribution {
-    let mut a = Attribution::default();
-    let window: Vec<&Sample> = samples[layout.window.clone()].iter().collect();
-    if !window.is_empty() {
-        let k = window.len().div_ceil(10);
-        let (head, tail) = (&window[..k], &window[window.len() - k..]);
-        let g = |get: &dyn Fn(&Sample) -> Vec<(String, f64)>| attribution::growth(head, tail, get);
-        a.task_locations = g(&|s| {
-            s.console
-                .as_ref()
-                .map(|c| map(&c.by_location))
-                .unwrap_or_default()
-        });
-        a.task_names = g(&|s| {
-            s.console
-                .as_ref()
-                .map(|c| map(&c.by_name))
-                .unwrap_or_default()
-        });
-        a.fd_kinds = g(&|s| {
-            s.proc
-                .as_ref()
-                .map(|p| map(&p.fds_by_kind))
-                .unwrap_or_default()
-        });
-        a.fd_paths = g(&|s| {
-            s.proc
-                .as_ref()
-                .map(|p| list(&p.top_files))
-                .unwrap_or_default()
-        });
-        a.tcp_states = g(&|s| {
-            s.proc
-                .as_ref()
-                .map(|p| map(&p.tcp_states))
-                .unwrap_or_default()
-        });
-        a.sockets = g(&|s| {
-            s.proc
-                .as_ref()
-                .map(|p| list(&p.top_sockets))
-                .unwrap_or_default()
-        });
-    }
-    // Heap: the first and the last profile that exist on disk.
-    let named: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.heap_profile.as_ref())
-        .collect();
-    let present: Vec<&String> = named
-        .iter()
-        .copied()
-        .filter(|n| dir.join(n).is_file())
-        .collect();
-    for missing in named.iter().filter(|n| !dir.join(n).is_file()) {
-        notes.push(format!(
-            "heap profile {missing} is listed in samples.jsonl but missing"
-        ));
-    }
-    if let (Some(first), Some(last)) = (present.first(), present.last()) {
-        if first != last {
-            match attribution::heap_sites(dir, first, last) {
-                Ok(sites) => {
-                    a.heap_sites = sites;
-                    a.heap_profiles = Some(((*first).clone(), (*last).clone()));
-                }
-                Err(e) => notes.push(format!("heap attribution skipped: {e}")),
-            }
-        } else {
-            notes.push("one heap profile only: no allocation sites to diff".into());
-        }
-    }
-    let dhat = dir.join("dhat-heap.json");
-    if dhat.is_file() {
-        match attribution::dhat_sites(&dhat) {
-            Ok(sites) => a.dhat_sites = sites,
-            Err(e) => notes.push(e),
-        }
-    }
-    a
 }

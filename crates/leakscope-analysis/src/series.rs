@@ -1,6 +1,23 @@
-//! From samples to the series each metric is judged on: the x axis
-//! (requests served, or seconds when nothing counted requests), the
-//! baseline before the load, and the analysis window.
+//! From samples to the series each metric is judged on: the work axis, the
+//! baseline before the work, the analysis window while the target worked,
+//! and the idle tail after it.
+//!
+//! The *work axis* is what a resource is measured against, in this order:
+//! 1. **requests served**, when a counter advanced in enough samples: the
+//!    target's own `/metrics` counter, or leakscope's driver counting only
+//!    requests that succeeded;
+//! 2. **seconds while leakscope's driver was busy**, when requests were
+//!    counted but finish in bursts too rare to fit against (slow downloads);
+//! 3. **the target's CPU time** (user + system, from `/proc/PID/stat`), when
+//!    nothing counts requests: a service attached with `record --pid` while
+//!    someone else's load runs. Serving costs CPU, so CPU-seconds measure
+//!    work done, and the ticks in which the target burned CPU well above its
+//!    idle level are where it worked.
+//!
+//! Without any of these the recording shows no work at all, and nothing can
+//! be judged per unit of it ([`Work::None`]).
+
+use std::ops::Range;
 
 use leakscope_rundir::Sample;
 use serde::Serialize;
@@ -9,11 +26,60 @@ use serde::Serialize;
 /// caches and lazily built tables fill in the first requests of any service.
 pub const WARM_UP: f64 = 0.10;
 
+/// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 1/100 s on every
+/// Linux architecture.
+pub const CPU_QUANTUM_S: f64 = 0.01;
+
+/// Two readings of a tick counter are each off by up to one tick, so their
+/// difference by up to two: a working level must stand more than that above
+/// the idle one to be told from it.
+const MIN_SEPARATION_QUANTA: f64 = 3.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Axis {
+    /// Requests served.
     Requests,
+    /// CPU-seconds the target used.
+    Cpu,
+    /// Wall-clock seconds.
     Seconds,
+}
+
+impl Axis {
+    /// "per request", "per CPU-second", "per second".
+    pub fn per(self) -> &'static str {
+        match self {
+            Axis::Requests => "per request",
+            Axis::Cpu => "per CPU-second",
+            Axis::Seconds => "per second",
+        }
+    }
+
+    /// The axis's name in charts and sentences.
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Requests => "requests served",
+            Axis::Cpu => "CPU-seconds the target used",
+            Axis::Seconds => "seconds",
+        }
+    }
+}
+
+/// How the analysis found where the target worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// A request counter advanced.
+    RequestsCounted,
+    /// leakscope's driver was busy, but requests finished too rarely.
+    DriverBusy,
+    /// CPU above the idle level in part of the recording.
+    CpuActive,
+    /// CPU busy throughout: no idle stretch to tell apart.
+    CpuSustained,
+    /// No counter advanced and the CPU never rose above its idle level.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,22 +89,38 @@ pub enum Unit {
     Count,
 }
 
-/// One point of a metric, with both axes so charts can draw either.
+/// One point of a metric, with every axis so charts can draw any.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Point {
     pub t: f64,
     pub requests: Option<f64>,
+    /// CPU-seconds the target had used by then.
+    pub cpu: Option<f64>,
     pub y: f64,
+}
+
+impl Point {
+    pub fn x(&self, axis: Axis) -> Option<f64> {
+        match axis {
+            Axis::Requests => self.requests,
+            Axis::Cpu => self.cpu,
+            Axis::Seconds => Some(self.t),
+        }
+    }
 }
 
 /// How a run's samples split up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Layout {
     pub axis: Axis,
-    /// Sample indices before the load started.
-    pub baseline: std::ops::Range<usize>,
-    /// Sample indices analysed: load running, warm-up dropped.
-    pub window: std::ops::Range<usize>,
+    pub work: Work,
+    /// Sample indices before the work started.
+    pub baseline: Range<usize>,
+    /// Sample indices analysed: the target working, warm-up dropped.
+    pub window: Range<usize>,
+    /// Sample indices after the work ended: the settle after `run`'s load,
+    /// the quiet end of a `record`. What a resource does here is evidence.
+    pub idle: Range<usize>,
     /// Requests served between the window's first and last sample.
     pub window_requests: Option<f64>,
     /// Set when requests were counted but advanced in only this many
@@ -50,54 +132,55 @@ pub fn requests(s: &Sample) -> Option<f64> {
     s.load.as_ref().map(|l| l.requests_total as f64)
 }
 
-/// Finds the load in the samples. With a request counter that advanced, the
-/// window runs from the first request (plus warm-up) to the last sample in
-/// which the count still rose: samples after the load ended would pile up
-/// at one x and drag the fit. Without one, it is the whole recording minus
-/// the warm-up, on a time axis.
-pub fn layout(samples: &[Sample]) -> Layout {
-    let n = samples.len();
-    let reqs: Vec<Option<f64>> = samples.iter().map(requests).collect();
-    let start_count = reqs.iter().flatten().next().copied();
-    let first_rise = start_count.and_then(|c0| reqs.iter().position(|r| r.is_some_and(|r| r > c0)));
-    let last_rise = (1..n)
-        .rev()
-        .find(|&i| matches!((reqs[i - 1], reqs[i]), (Some(a), Some(b)) if b > a));
-    // The count must advance in enough samples to carry a fit; slow
-    // downloads (seconds each) may complete in a handful of bursts, and
-    // then time is the better axis.
-    let rises = (1..n)
-        .filter(|&i| matches!((reqs[i - 1], reqs[i]), (Some(a), Some(b)) if b > a))
-        .count();
-    if rises < crate::trend::MIN_POINTS {
-        let mut l = time_layout(samples);
-        l.sparse_requests = (rises > 0).then_some(rises);
-        return l;
-    }
-    if let (Some(first), Some(last)) = (first_rise, last_rise) {
-        let x0 = reqs[first].unwrap_or(0.0);
-        let x1 = reqs[last].unwrap_or(x0);
-        let from = x0 + WARM_UP * (x1 - x0);
-        let start = (first..=last)
-            .find(|&i| reqs[i].is_some_and(|r| r >= from))
-            .unwrap_or(first);
-        return Layout {
-            axis: Axis::Requests,
-            baseline: 0..first,
-            window: start..last + 1,
-            window_requests: Some(reqs[last].unwrap_or(0.0) - reqs[start].unwrap_or(0.0)),
-            sparse_requests: None,
-        };
-    }
-    time_layout(samples)
+pub fn cpu(s: &Sample) -> Option<f64> {
+    s.proc
+        .as_ref()
+        .map(|p| p.cpu_user_seconds + p.cpu_system_seconds)
 }
 
-/// The time axis. When leakscope's driver ran the load, its activity (workers
-/// busy, bytes arriving) marks where the load ran, so the baseline before it
-/// and the settle after it stay out of the window; otherwise the window is
-/// the whole recording.
-fn time_layout(samples: &[Sample]) -> Layout {
-    let n = samples.len();
+/// Finds the work in the samples; see the module doc for the order.
+pub fn layout(samples: &[Sample]) -> Layout {
+    let reqs: Vec<Option<f64>> = samples.iter().map(requests).collect();
+    let rises: Vec<usize> = (1..samples.len())
+        .filter(|&i| matches!((reqs[i - 1], reqs[i]), (Some(a), Some(b)) if b > a))
+        .collect();
+    if rises.len() >= crate::trend::MIN_POINTS {
+        return request_layout(samples, &reqs, rises[0], rises[rises.len() - 1]);
+    }
+    let sparse = (!rises.is_empty()).then_some(rises.len());
+    if let Some((first, last)) = driver_busy(samples) {
+        let mut l = span_layout(samples, first, last, Axis::Seconds, Work::DriverBusy);
+        l.sparse_requests = sparse;
+        return l;
+    }
+    let mut l = cpu_layout(samples);
+    l.sparse_requests = sparse;
+    l
+}
+
+/// The window runs from the first request (plus warm-up) to the last sample
+/// in which the count still rose; samples after it are the idle tail.
+fn request_layout(samples: &[Sample], reqs: &[Option<f64>], first: usize, last: usize) -> Layout {
+    let x0 = reqs[first - 1].unwrap_or(0.0);
+    let x1 = reqs[last].unwrap_or(x0);
+    let from = x0 + WARM_UP * (x1 - x0);
+    let start = (first..=last)
+        .find(|&i| reqs[i].is_some_and(|r| r >= from))
+        .unwrap_or(first);
+    Layout {
+        axis: Axis::Requests,
+        work: Work::RequestsCounted,
+        baseline: 0..first,
+        window: start..last + 1,
+        idle: last + 1..samples.len(),
+        window_requests: Some(reqs[last].unwrap_or(0.0) - reqs[start].unwrap_or(0.0)),
+        sparse_requests: None,
+    }
+}
+
+/// First and last sample in which leakscope's driver was busy (workers
+/// active, or bytes or requests arriving).
+fn driver_busy(samples: &[Sample]) -> Option<(usize, usize)> {
     let active = |i: usize| {
         let Some(l) = samples[i].load.as_ref() else {
             return false;
@@ -106,24 +189,144 @@ fn time_layout(samples: &[Sample]) -> Layout {
         l.concurrency > 0
             || prev.is_some_and(|p| l.bytes > p.bytes || l.requests_total > p.requests_total)
     };
-    let (first, last) = match (
-        (0..n).find(|&i| active(i)),
-        (0..n).rev().find(|&i| active(i)),
-    ) {
-        (Some(f), Some(l)) => (f, l),
-        _ => (0, n.saturating_sub(1)),
+    let n = samples.len();
+    Some((
+        (0..n).find(|&i| active(i))?,
+        (0..n).rev().find(|&i| active(i))?,
+    ))
+}
+
+/// A window over samples `first..=last` on `axis`, warm-up dropped.
+fn span_layout(samples: &[Sample], first: usize, last: usize, axis: Axis, work: Work) -> Layout {
+    let x = |i: usize| match axis {
+        Axis::Cpu => samples.get(i).and_then(cpu),
+        Axis::Seconds => samples.get(i).map(|s| s.t_ms as f64 / 1000.0),
+        Axis::Requests => samples.get(i).and_then(requests),
     };
-    let t = |i: usize| samples.get(i).map_or(0.0, |s| s.t_ms as f64);
-    let from = t(first) + WARM_UP * (t(last) - t(first));
-    let start = (first..n).find(|&i| t(i) >= from).unwrap_or(first);
+    let (x0, x1) = (x(first).unwrap_or(0.0), x(last).unwrap_or(0.0));
+    let from = x0 + WARM_UP * (x1 - x0);
+    let start = (first..=last)
+        .find(|&i| x(i).is_some_and(|v| v >= from))
+        .unwrap_or(first);
+    // Clamped, so an empty recording gives empty ranges, never past its end.
+    let n = samples.len();
     Layout {
-        axis: Axis::Seconds,
-        baseline: 0..first,
-        window: start..(last + 1).min(n),
+        axis,
+        work,
+        baseline: 0..first.min(n),
+        window: start.min(n)..(last + 1).min(n),
+        idle: (last + 1).min(n)..n,
         window_requests: None,
         sparse_requests: None,
     }
 }
+
+/// The CPU axis: the window spans the ticks in which the target burned CPU
+/// at its working level rather than its idle one.
+fn cpu_layout(samples: &[Sample]) -> Layout {
+    let n = samples.len();
+    let whole = |work| {
+        let mut l = span_layout(samples, 0, n.saturating_sub(1), Axis::Seconds, work);
+        l.baseline = 0..0;
+        l.idle = n..n;
+        l
+    };
+    match working_ticks(samples) {
+        Activity::Part(first, last) => {
+            // Tick `first` is the interval that ends at sample `first`: the
+            // work began after sample `first - 1`, the last idle level.
+            span_layout(samples, first - 1, last, Axis::Cpu, Work::CpuActive)
+        }
+        Activity::Throughout => {
+            let mut l = span_layout(
+                samples,
+                0,
+                n.saturating_sub(1),
+                Axis::Cpu,
+                Work::CpuSustained,
+            );
+            l.idle = n..n;
+            l
+        }
+        Activity::None => whole(Work::None),
+    }
+}
+
+enum Activity {
+    /// Ticks `first..=last` (each the interval ending at that sample).
+    Part(usize, usize),
+    Throughout,
+    None,
+}
+
+/// Classifies each tick's CPU rate as working or idle by two-means (each
+/// tick goes to the nearer of the two levels), provided the levels stand
+/// apart by more than the counter's quantization. A lone working tick
+/// between idle ones is not work: the sidecar's own heap-profile dump or a
+/// scrape costs one tick of CPU in the target.
+fn working_ticks(samples: &[Sample]) -> Activity {
+    let rates: Vec<Option<(f64, f64)>> = (1..samples.len())
+        .map(|i| {
+            let (a, b) = (cpu(&samples[i - 1])?, cpu(&samples[i])?);
+            let dt = (samples[i].t_ms.saturating_sub(samples[i - 1].t_ms)) as f64 / 1000.0;
+            (dt > 0.0).then(|| ((b - a).max(0.0) / dt, dt))
+        })
+        .collect();
+    let known: Vec<f64> = rates.iter().flatten().map(|r| r.0).collect();
+    if known.len() < 2 {
+        return Activity::None;
+    }
+    let mut dts: Vec<f64> = rates.iter().flatten().map(|r| r.1).collect();
+    let dt = crate::median(&mut dts).unwrap_or(1.0);
+    let resolvable = MIN_SEPARATION_QUANTA * CPU_QUANTUM_S / dt;
+    let (lo, hi) = two_means(&known);
+    if hi - lo < resolvable {
+        let mut all = known.clone();
+        let level = crate::median(&mut all).unwrap_or(0.0);
+        return if level >= resolvable {
+            Activity::Throughout
+        } else {
+            Activity::None
+        };
+    }
+    let threshold = (lo + hi) / 2.0;
+    // working[i] is the tick ending at sample i + 1.
+    let working: Vec<bool> = rates
+        .iter()
+        .map(|r| r.is_some_and(|(rate, _)| rate > threshold))
+        .collect();
+    let kept = |i: usize| {
+        working[i] && ((i > 0 && working[i - 1]) || working.get(i + 1).copied().unwrap_or(false))
+    };
+    let first = (0..working.len()).find(|&i| kept(i));
+    let last = (0..working.len()).rev().find(|&i| kept(i));
+    match (first, last) {
+        (Some(f), Some(l)) => Activity::Part(f + 1, l + 1),
+        _ => Activity::None,
+    }
+}
+
+/// The two levels of a one-dimensional two-means split (Lloyd's iteration
+/// from the extremes), as (low, high).
+fn two_means(v: &[f64]) -> (f64, f64) {
+    let mean = |xs: &mut dyn Iterator<Item = f64>| {
+        let (s, c) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
+        (c > 0).then(|| s / c as f64)
+    };
+    let mut lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for _ in 0..64 {
+        let t = (lo + hi) / 2.0;
+        let nlo = mean(&mut v.iter().copied().filter(|x| *x <= t)).unwrap_or(lo);
+        let nhi = mean(&mut v.iter().copied().filter(|x| *x > t)).unwrap_or(hi);
+        if nlo == lo && nhi == hi {
+            break;
+        }
+        (lo, hi) = (nlo, nhi);
+    }
+    (lo, hi)
+}
+
 /// A metric's points over the whole run; `None` where the sample lacks it.
 pub fn points(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec<Option<Point>> {
     samples
@@ -132,6 +335,7 @@ pub fn points(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec
             value(s).map(|y| Point {
                 t: s.t_ms as f64 / 1000.0,
                 requests: requests(s),
+                cpu: cpu(s),
                 y,
             })
         })
@@ -139,13 +343,68 @@ pub fn points(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec
 }
 
 /// The (x, y) pairs of `range` on `axis`.
-pub fn xy(points: &[Option<Point>], range: std::ops::Range<usize>, axis: Axis) -> Vec<(f64, f64)> {
+pub fn xy(points: &[Option<Point>], range: Range<usize>, axis: Axis) -> Vec<(f64, f64)> {
     points[range]
         .iter()
         .flatten()
-        .filter_map(|p| match axis {
-            Axis::Requests => p.requests.map(|r| (r, p.y)),
-            Axis::Seconds => Some((p.t, p.y)),
-        })
+        .filter_map(|p| p.x(axis).map(|x| (x, p.y)))
         .collect()
+}
+
+/// The levels of `range`.
+pub fn levels(points: &[Option<Point>], range: Range<usize>) -> Vec<f64> {
+    points[range].iter().flatten().map(|p| p.y).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakscope_rundir::ProcSample;
+
+    fn sample(i: u64, cpu_s: f64) -> Sample {
+        Sample {
+            seq: i,
+            t_ms: i * 250,
+            proc: Some(ProcSample {
+                cpu_user_seconds: cpu_s,
+                ..ProcSample::default()
+            }),
+            ..Sample::default()
+        }
+    }
+
+    /// Idle 10 ticks, busy 20 (one core: 0.25 s per tick), idle 10, with a
+    /// lone spike (a heap-profile dump) in each idle stretch.
+    #[test]
+    fn cpu_window_is_where_the_target_burned_cpu_and_ignores_lone_spikes() {
+        let mut cpu_s = 0.0;
+        let mut samples = Vec::new();
+        for i in 0..40u64 {
+            cpu_s += match i {
+                3 | 35 => 0.2,
+                10..=29 => 0.25,
+                _ => 0.0,
+            };
+            samples.push(sample(i, cpu_s));
+        }
+        let l = layout(&samples);
+        assert_eq!(l.axis, Axis::Cpu);
+        assert_eq!(l.work, Work::CpuActive);
+        assert_eq!(l.baseline, 0..9);
+        assert_eq!(l.window.end, 30);
+        assert!((9..13).contains(&l.window.start), "{:?}", l.window);
+        assert_eq!(l.idle, 30..40);
+    }
+
+    #[test]
+    fn cpu_at_its_quantum_is_no_work_and_steady_cpu_is_sustained() {
+        let quiet: Vec<Sample> = (0..20)
+            .map(|i| sample(i, (i / 7) as f64 * CPU_QUANTUM_S))
+            .collect();
+        assert_eq!(layout(&quiet).work, Work::None);
+        let busy: Vec<Sample> = (0..20).map(|i| sample(i, i as f64 * 0.2)).collect();
+        let l = layout(&busy);
+        assert_eq!((l.axis, l.work), (Axis::Cpu, Work::CpuSustained));
+        assert!(l.idle.is_empty());
+    }
 }

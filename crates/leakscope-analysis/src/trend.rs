@@ -9,22 +9,36 @@
 //! samples (the interval still assumes independent points, so read it as
 //! "about 95%").
 //!
-//! The verdict, for one metric on its analysis window (load running, warm-up
-//! dropped):
+//! A resource has three signatures, and the rule reads all three: growth
+//! per unit of work while the target works (the *window*, on the work axis
+//! of [`crate::series`]), whether that growth levels off while work goes
+//! on, and what stays once the target is idle again (the *idle tail*).
 //!
-//! 1. Fewer than [`MIN_POINTS`] points: INCONCLUSIVE.
+//! 1. Fewer than [`MIN_POINTS`] points in the window: INCONCLUSIVE.
 //! 2. Growth over the window (slope × span) at least the metric's noise
 //!    floor and the slope's interval above zero: the series grows. Then the
 //!    *tail* (last third of the window) decides:
 //!    - tail slope at least half the overall slope: LEAK (it still grows at
 //!      the rate it did);
 //!    - tail interval entirely below half the overall slope: BOUNDED (it
-//!      grew, then slowed to a plateau: a cache filling up);
+//!      grew, then slowed to a plateau while work went on: a cache or a
+//!      pool filling up);
 //!    - otherwise: INCONCLUSIVE (may be slowing; record longer).
 //! 3. Not growing over the window, but the window's level stands at least a
-//!    noise floor above the baseline taken before the load: BOUNDED (it rose
-//!    with the load and stayed: in-flight buffers, pools, a warmed cache).
+//!    noise floor above the baseline taken before the work: BOUNDED (it
+//!    rose with the work and stayed: in-flight buffers, pools, a warm cache).
 //! 4. Otherwise: STABLE.
+//! 5. The idle tail, when it has at least [`MIN_IDLE`] samples, is evidence:
+//!    - back within one noise floor of the baseline: whatever rose was held
+//!      only while requests were in flight, and a leak never gives back, so
+//!      the verdict is STABLE ("held in flight") whatever 2–3 said;
+//!    - still a floor or more above it: a LEAK is confirmed ("kept once
+//!      idle"); a BOUNDED stays BOUNDED (a cache keeps its entries too).
+//!
+//! The floors are physical (see [`crate::metrics`]); the one ratio, half
+//! the overall rate, splits "still growing" from "levelling off" in the
+//! middle. [`crate::ceiling`] adds EXHAUSTED on top: a metric that reached
+//! its ceiling is judged on the samples before it did.
 
 use serde::Serialize;
 
@@ -35,6 +49,9 @@ pub const MIN_POINTS: usize = 8;
 /// The tail must keep at least this share of the overall slope to be
 /// "still growing".
 pub const TAIL_RATIO: f64 = 0.5;
+/// Idle samples the tail needs before it counts as evidence: its median
+/// then stands on at least four readings, so one odd reading cannot decide.
+pub const MIN_IDLE: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Fit {
@@ -54,6 +71,9 @@ pub struct Fit {
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
     Leak,
+    /// A leak that reached its ceiling (the process ran out of descriptors,
+    /// or memory).
+    Exhausted,
     Bounded,
     Stable,
     Inconclusive,
@@ -63,6 +83,7 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Verdict::Leak => "LEAK",
+            Verdict::Exhausted => "EXHAUSTED",
             Verdict::Bounded => "BOUNDED",
             Verdict::Stable => "STABLE",
             Verdict::Inconclusive => "INCONCLUSIVE",
@@ -83,19 +104,46 @@ pub struct Judgement {
     pub plateau: Option<f64>,
     /// BOUNDED: the x where it first reached 90% of its rise to the plateau.
     pub plateau_from: Option<f64>,
+    /// The level before the work (the baseline's median, or the window's
+    /// first tenth without one).
+    pub start_level: Option<f64>,
+    /// The median of the window's last third: where the level stood when
+    /// the work ended.
+    pub tail_level: Option<f64>,
+    /// The idle tail's median, when it had [`MIN_IDLE`] samples.
+    pub idle_level: Option<f64>,
+    /// What the idle tail showed.
+    pub idle: IdleEvidence,
 }
 
+/// What the idle tail says about a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleEvidence {
+    /// Too few idle samples (none after the work, or a short settle).
+    None,
+    /// Back within a floor of the baseline: held only in flight.
+    Returned,
+    /// A floor or more above the baseline once idle.
+    Kept,
+}
+
+/// Everything one metric's verdict rests on.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// (work, level) while the target worked, warm-up dropped.
+    pub window: &'a [(f64, f64)],
+    /// Levels before the work began; may be empty.
+    pub baseline: &'a [f64],
+    /// Levels after the work ended; may be empty.
+    pub idle: &'a [f64],
+    /// The smallest growth of this metric that is not noise.
+    pub floor: f64,
+}
+
+/// The median of a non-empty bin; NaN for none (never asked in practice).
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    crate::median(v).unwrap_or(f64::NAN)
 }
 
 /// Medians of consecutive, equally sized bins (points sorted by x), at most
@@ -165,16 +213,71 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     })
 }
 
-/// Judges one series. `window` is the analysis window (load running,
-/// warm-up dropped), `baseline` the values before the load (may be empty),
-/// `floor` the smallest growth of this metric that is not noise.
+/// Judges one series with no idle tail. `window` is the analysis window,
+/// `baseline` the values before the work (may be empty), `floor` the
+/// smallest growth of this metric that is not noise.
 pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
-    judge_fmt(window, baseline, floor, &g)
+    judge_evidence(
+        &Evidence {
+            window,
+            baseline,
+            idle: &[],
+            floor,
+        },
+        &g,
+    )
 }
 
-/// [`judge`], with `fmt` writing the metric's amounts in its reasons
-/// ("4.0 MiB" rather than 4194304).
-pub fn judge_fmt(
+/// The whole rule of the module doc; `fmt` writes the metric's amounts in
+/// its reasons ("4.0 MiB" rather than 4194304).
+pub fn judge_evidence(e: &Evidence, fmt: &dyn Fn(f64) -> String) -> Judgement {
+    let mut j = judge_window(e.window, e.baseline, e.floor, fmt);
+    apply_idle(&mut j, e, fmt);
+    j
+}
+
+/// Rule 5: what stays once the target is idle.
+fn apply_idle(j: &mut Judgement, e: &Evidence, fmt: &dyn Fn(f64) -> String) {
+    if e.idle.len() < MIN_IDLE {
+        return;
+    }
+    let (Some(start), Some(idle)) = (j.start_level, crate::median(&mut e.idle.to_vec())) else {
+        return;
+    };
+    j.idle_level = Some(idle);
+    let kept = idle - start;
+    if kept < e.floor {
+        j.idle = IdleEvidence::Returned;
+        if matches!(
+            j.verdict,
+            Verdict::Leak | Verdict::Bounded | Verdict::Inconclusive
+        ) && j.fit.is_some()
+        {
+            let peak = j.plateau.or(j.tail_level).unwrap_or(start + j.growth);
+            j.verdict = Verdict::Stable;
+            // What was held in flight, for the per-request figure.
+            j.plateau = Some(peak);
+            j.reason = format!(
+                "held in flight: rose to {} while working and fell back to {} once idle, within the floor {} of the baseline {}",
+                fmt(peak),
+                fmt(idle),
+                fmt(e.floor),
+                fmt(start)
+            );
+        }
+    } else {
+        j.idle = IdleEvidence::Kept;
+        if j.verdict == Verdict::Leak {
+            j.reason.push_str(&format!(
+                "; once idle it kept {} above the baseline",
+                fmt(kept)
+            ));
+        }
+    }
+}
+
+/// Rules 1–4, on the window alone.
+fn judge_window(
     window: &[(f64, f64)],
     baseline: &[f64],
     floor: f64,
@@ -188,6 +291,10 @@ pub fn judge_fmt(
         growth: 0.0,
         plateau: None,
         plateau_from: None,
+        start_level: crate::median(&mut baseline.to_vec()),
+        tail_level: None,
+        idle_level: None,
+        idle: IdleEvidence::None,
     };
     if window.len() < MIN_POINTS {
         return inconclusive(format!(
@@ -224,6 +331,10 @@ pub fn judge_fmt(
         growth,
         plateau: None,
         plateau_from: None,
+        start_level: None,
+        tail_level: Some(plateau),
+        idle_level: None,
+        idle: IdleEvidence::None,
     };
     let start_level = {
         let mut b = baseline.to_vec();
@@ -237,6 +348,7 @@ pub fn judge_fmt(
         }
         median(&mut b)
     };
+    j.start_level = Some(start_level);
     let reached = |level: f64| {
         let target = start_level + 0.9 * (level - start_level);
         sorted.iter().find(|p| p.1 >= target).map(|p| p.0)

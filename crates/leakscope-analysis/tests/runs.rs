@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use leakscope_analysis::{analyze, Axis, Verdict};
-use leakscope_rundir::{HeapSample, Host, LoadSample, Meta, RunWriter, Sample, SCHEMA_VERSION};
+use leakscope_analysis::{analyze, gate, Analysis, Axis, IdleEvidence, Verdict, Work};
+use leakscope_rundir::{
+    HeapSample, Host, LoadSample, Meta, ProcSample, RunWriter, Sample, SCHEMA_VERSION,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -26,6 +28,8 @@ fn meta() -> Meta {
         ended_unix_ms: Some(25_000),
         target_end: None,
         sources: BTreeMap::new(),
+        limits: Default::default(),
+        oom_kills: None,
     }
 }
 
@@ -68,19 +72,206 @@ fn slow_downloads_are_judged_over_time_with_what_each_holds_in_flight() {
     let a = analyze(&dir.path().join("run")).unwrap();
     assert_eq!(a.axis, Axis::Seconds);
     assert!(
-        a.notes.iter().any(|n| n.contains("judged over time")),
+        a.notes.iter().any(|n| n.contains("judged per second")),
         "{:?}",
         a.notes
     );
     let heap = a.metric("heap").unwrap();
-    assert_eq!(
-        heap.verdict(),
-        Some(Verdict::Bounded),
-        "{:?}",
-        heap.judgement
-    );
+    // It rose with the load, stayed level while it ran, and fell back to
+    // the baseline once idle: held in flight, not kept.
+    let j = heap.judgement.as_ref().unwrap();
+    assert_eq!(heap.verdict(), Some(Verdict::Stable), "{j:?}");
+    assert_eq!(j.idle, IdleEvidence::Returned, "{j:?}");
     let held = heap.per_in_flight.unwrap();
     assert!((held - 4.0 * MIB as f64).abs() < 0.1 * MIB as f64, "{held}");
     // The window stops where the load did: the drop after it is not in it.
     assert!(a.window.1 <= 90, "{:?}", a.window);
+}
+
+fn write(meta: Meta, samples: impl IntoIterator<Item = Sample>) -> (tempfile::TempDir, Analysis) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = RunWriter::create(dir.path().join("run"), meta).unwrap();
+    for s in samples {
+        w.append(&s).unwrap();
+    }
+    drop(w);
+    let a = analyze(&dir.path().join("run")).unwrap();
+    (dir, a)
+}
+
+/// A process as procfs sees it: cumulative CPU seconds and open fds.
+fn proc(seq: u64, cpu: f64, fds: u64) -> Sample {
+    Sample {
+        seq,
+        t_ms: seq * 250,
+        proc: Some(ProcSample {
+            cpu_user_seconds: cpu,
+            fds,
+            rss_bytes: 50 * MIB,
+            ..ProcSample::default()
+        }),
+        ..Sample::default()
+    }
+}
+
+fn gate(a: &Analysis) -> gate::CheckReport {
+    gate::check(
+        a,
+        &gate::Limits {
+            heap: 1024.0,
+            rss: 1024.0,
+            fds: 0.0,
+            tasks: 0.0,
+            allow_inconclusive: false,
+        },
+    )
+}
+
+/// The attached case the verdicts issue reported: no request counter, a
+/// few seconds of someone else's load that leaks sockets, then an idle
+/// tail. Judged over the whole recording on time, the flat tail read as a
+/// plateau; on the CPU axis over the ticks of work it is a leak, and the
+/// tail confirms it.
+#[test]
+fn attached_without_a_counter_a_burst_that_leaks_is_judged_per_cpu_second_and_kept() {
+    let mut cpu = 0.0;
+    let mut fds = 12;
+    let samples = (0..60u64).map(|i| {
+        if (10..30).contains(&i) {
+            cpu += 0.24 + 0.01 * (i % 3) as f64;
+            fds += 300;
+        }
+        proc(i, cpu, fds)
+    });
+    let (_d, a) = write(meta(), samples);
+    assert_eq!(a.axis, Axis::Cpu);
+    assert_eq!(a.work, Work::CpuActive);
+    let m = a.metric("fds").unwrap();
+    let j = m.judgement.as_ref().unwrap();
+    assert_eq!(m.verdict(), Some(Verdict::Leak), "{j:?}");
+    assert_eq!(j.idle, IdleEvidence::Kept, "{j:?}");
+    assert!(a.unusable.is_empty(), "{:?}", a.unusable);
+    let r = gate(&a);
+    assert!(!r.pass && r.usable);
+    assert!(
+        r.breaches.iter().any(|b| b.metric == "fds"),
+        "{:?}",
+        r.breaches
+    );
+    // RSS is gated in heap's place, and tasks are named as unchecked.
+    assert!(
+        r.unchecked.iter().any(|u| u.metric == "tasks"),
+        "{:?}",
+        r.unchecked
+    );
+    assert!(r.metrics.iter().any(|m| m.metric == "rss" && m.gated));
+}
+
+/// The same burst where the fds come back once idle: held in flight.
+#[test]
+fn a_burst_whose_fds_come_back_once_idle_was_held_in_flight() {
+    let mut cpu = 0.0;
+    let samples = (0..60u64).map(|i| {
+        let busy = (10..30).contains(&i);
+        if busy {
+            cpu += 0.25;
+        }
+        proc(i, cpu, if busy { 12 + (i - 9) * 20 } else { 12 })
+    });
+    let (_d, a) = write(meta(), samples);
+    let m = a.metric("fds").unwrap();
+    let j = m.judgement.as_ref().unwrap();
+    assert_eq!(m.verdict(), Some(Verdict::Stable), "{j:?}");
+    assert_eq!(j.idle, IdleEvidence::Returned);
+    assert!(gate(&a).pass);
+}
+
+/// An fd leak that ran into RLIMIT_NOFILE: EXHAUSTED, with the moment,
+/// the rate before it, what failed afterwards and the forecast absent.
+#[test]
+fn an_fd_leak_at_its_limit_is_exhausted_and_fails_the_gate() {
+    let mut m = meta();
+    m.limits.open_files = Some(1024);
+    let samples = (0..40u64).map(|i| {
+        let served = i.saturating_sub(2) * 50;
+        let fds = (12 + served).min(1021);
+        let mut s = proc(i, i as f64 * 0.2, fds);
+        s.load = Some(LoadSample {
+            requests_total: served,
+            done: served,
+            failed: if fds >= 1021 { i * 7 } else { 0 },
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(m, samples);
+    assert_eq!(a.axis, Axis::Requests);
+    let fds = a.metric("fds").unwrap();
+    assert_eq!(
+        fds.verdict(),
+        Some(Verdict::Exhausted),
+        "{:?}",
+        fds.judgement
+    );
+    let e = fds.exhaustion.as_ref().unwrap();
+    assert_eq!(e.ceiling.what, "RLIMIT_NOFILE");
+    assert!(e.failed_after.unwrap() > 0);
+    let slope = fds.slope.unwrap().value;
+    assert!((slope - 1.0).abs() < 0.02, "{slope}");
+    let r = gate(&a);
+    assert!(r.breaches.iter().any(|b| b.verdict == Verdict::Exhausted));
+}
+
+/// A LEAK under a known ceiling says when it gets there.
+#[test]
+fn a_leak_under_its_ceiling_has_a_forecast() {
+    let mut m = meta();
+    m.limits.open_files = Some(100_000);
+    let samples = (0..40u64).map(|i| {
+        let served = i * 500;
+        let mut s = proc(i, i as f64 * 0.2, 12 + served / 100);
+        s.load = Some(LoadSample {
+            requests_total: served,
+            done: served,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(m, samples);
+    let fds = a.metric("fds").unwrap();
+    assert_eq!(fds.verdict(), Some(Verdict::Leak));
+    let f = fds.forecast.as_ref().unwrap();
+    // 0.01 fd per request at 2000 requests/s: 20 fds/s from 402 open.
+    assert!((f.per_second - 20.0).abs() < 0.5, "{f:?}");
+    assert!(
+        (f.seconds - (100_000.0 - 402.0) / 20.0).abs() < 200.0,
+        "{f:?}"
+    );
+}
+
+#[test]
+fn runs_a_gate_cannot_trust_are_unusable() {
+    // No sample at all (an empty samples.jsonl).
+    let (_d, a) = write(meta(), []);
+    assert!(!gate(&a).usable);
+    // Most of the load failed (a URL typo: every request a 404).
+    let samples = (0..30u64).map(|i| {
+        let mut s = proc(i, i as f64 * 0.1, 12);
+        s.load = Some(LoadSample {
+            requests_total: 0,
+            failed: i * 30,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(meta(), samples);
+    let r = gate(&a);
+    assert!(!r.usable && !r.pass, "{:?}", r.unusable);
+    assert!(r.unusable.iter().any(|u| u.contains("load failed")));
+    // Idle from start to end: no work to judge by.
+    let (_d, a) = write(meta(), (0..30u64).map(|i| proc(i, 0.0, 12)));
+    assert!(a.unusable.iter().any(|u| u.contains("no measurable work")));
 }

@@ -215,6 +215,13 @@ impl Load {
         self.cancel.cancel();
     }
 
+    /// A handle that ends the load like [`Load::stop`], for whoever must cut
+    /// it short while another task waits in [`Load::finish`] (which takes
+    /// the load): the summary of a cut load is still wanted.
+    pub fn stop_handle(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Waits for the load to end by itself (time or request budget) or by
     /// [`Load::stop`].
     pub async fn finish(mut self) -> Summary {

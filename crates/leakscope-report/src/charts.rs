@@ -55,10 +55,7 @@ pub fn chart(title: &str, unit: Unit, axis: Axis, lines: &[Line]) -> Option<Stri
             .y_label_area_size(64)
             .build_cartesian_2d(xmin..x1, y0..y1)
             .ok()?;
-        let x_desc = match axis {
-            Axis::Requests => "requests served",
-            Axis::Seconds => "seconds",
-        };
+        let x_desc = axis.name();
         chart
             .configure_mesh()
             .x_desc(x_desc)

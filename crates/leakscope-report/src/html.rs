@@ -394,6 +394,7 @@ fn run_view(a: &Analysis, out: &Path) -> RunView {
         .iter()
         .filter_map(|m| m.verdict())
         .max_by_key(|v| match v {
+            leakscope_analysis::Verdict::Exhausted => 4,
             leakscope_analysis::Verdict::Leak => 3,
             leakscope_analysis::Verdict::Inconclusive => 2,
             leakscope_analysis::Verdict::Bounded => 1,
@@ -449,33 +450,38 @@ pub fn scenario(
                         .unwrap_or_default(),
                 })
                 .collect();
-            let by_requests: Vec<Vec<(f64, f64)>> = present
-                .iter()
-                .map(|(_, m)| {
-                    m.points
-                        .iter()
-                        .filter_map(|p| p.requests.map(|r| (r, p.y)))
-                        .collect()
-                })
-                .collect();
-            let by_time: Vec<Vec<(f64, f64)>> = present
-                .iter()
-                .map(|(_, m)| m.points.iter().map(|p| (p.t, p.y)).collect())
-                .collect();
+            let on = |axis: Axis| -> Vec<Vec<(f64, f64)>> {
+                present
+                    .iter()
+                    .map(|(_, m)| {
+                        m.points
+                            .iter()
+                            .filter_map(|p| Some((p.x(axis)?, p.y)))
+                            .collect()
+                    })
+                    .collect()
+            };
             let mut charts = Vec::new();
-            if by_requests.iter().any(|p| p.len() > 1) {
-                charts.extend(charts::chart(
-                    &format!("{title} over requests"),
-                    unit,
-                    Axis::Requests,
-                    &lines(&present, &by_requests, true),
-                ));
+            // Over each axis some run was judged on, with its fitted line;
+            // always over time, for the whole story.
+            for (axis, what) in [(Axis::Requests, "requests"), (Axis::Cpu, "CPU time")] {
+                let data = on(axis);
+                let judged = present.iter().any(|(a, _)| a.axis == axis);
+                if judged && data.iter().any(|p| p.len() > 1) {
+                    charts.extend(charts::chart(
+                        &format!("{title} over {what}"),
+                        unit,
+                        axis,
+                        &lines(&present, &data, axis),
+                    ));
+                }
             }
+            let by_time = on(Axis::Seconds);
             charts.extend(charts::chart(
                 &format!("{title} over time"),
                 unit,
                 Axis::Seconds,
-                &lines(&present, &by_time, false),
+                &lines(&present, &by_time, Axis::Seconds),
             ));
             MetricView {
                 title,
@@ -496,7 +502,7 @@ pub fn scenario(
 fn lines<'a>(
     present: &[(&Analysis, &MetricAnalysis)],
     data: &'a [Vec<(f64, f64)>],
-    fits: bool,
+    axis: Axis,
 ) -> Vec<Line<'a>> {
     present
         .iter()
@@ -506,14 +512,15 @@ fn lines<'a>(
             label: a.variant(),
             color: color(&a.variant(), i),
             points: pts,
-            fit: if fits { fit_segment(a, m) } else { None },
+            fit: fit_segment(a, m, axis),
         })
         .collect()
 }
 
-/// The fitted line across the analysis window, on the requests axis.
-fn fit_segment(a: &Analysis, m: &MetricAnalysis) -> Option<((f64, f64), (f64, f64))> {
-    if a.axis != Axis::Requests {
+/// The fitted line across the analysis window, on the chart of the axis
+/// the run was judged on.
+fn fit_segment(a: &Analysis, m: &MetricAnalysis, axis: Axis) -> Option<((f64, f64), (f64, f64))> {
+    if a.axis != axis {
         return None;
     }
     let fit = m.judgement.as_ref().and_then(|j| j.fit)?;

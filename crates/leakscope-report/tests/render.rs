@@ -31,6 +31,8 @@ fn meta(scenario: &str, variant: &str) -> Meta {
         ended_unix_ms: Some(31_000),
         target_end: Some(TargetEnd::Exited { code: 0 }),
         sources: BTreeMap::new(),
+        limits: Default::default(),
+        oom_kills: None,
     }
 }
 

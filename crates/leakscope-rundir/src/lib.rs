@@ -5,6 +5,8 @@
 //!   meta.json       what was recorded, how, and how the target ended
 //!   samples.jsonl   one JSON object per tick, appended and flushed per tick
 //!   profiles/       heap profiles (gzipped pprof) named by tick
+//!   target.log      the target's output (`run` only)
+//!   dhat-heap.json  dhat's profile, when the target wrote one here
 //! ```
 //!
 //! The writer flushes every sample to the OS as it is appended, so a recorder
@@ -22,7 +24,7 @@ mod reader;
 mod sample;
 mod writer;
 
-pub use meta::{Host, Meta, SourceInfo, TargetEnd};
+pub use meta::{Host, Limits, Meta, SourceInfo, TargetEnd};
 pub use reader::{Run, Warning};
 pub use sample::{ConsoleSample, HeapSample, LoadSample, ProcSample, Sample, SourceError};
 pub use writer::RunWriter;
@@ -33,6 +35,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const META_FILE: &str = "meta.json";
 pub const SAMPLES_FILE: &str = "samples.jsonl";
 pub const PROFILES_DIR: &str = "profiles";
+/// The target's output, when leakscope started it (`run`).
+pub const TARGET_LOG: &str = "target.log";
+/// dhat's file, when the target was built with dhat and wrote it there.
+pub const DHAT_FILE: &str = "dhat-heap.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {

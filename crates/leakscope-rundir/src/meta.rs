@@ -29,6 +29,58 @@ pub struct Meta {
     /// Per source: whether it was reachable, why not, and what it cost.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceInfo>,
+    /// The ceilings the target ran under, read when recording started.
+    #[serde(default)]
+    pub limits: Limits,
+    /// OOM kills in the target's cgroup while it was recorded (memory.events
+    /// `oom_kill` at the end minus at the start): a target killed for memory
+    /// says so instead of reading as "exited".
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
+}
+
+/// What a leak runs into. Each is `None` where there is no limit
+/// ("unlimited", "max") or it could not be read; a run recorded by an older
+/// leakscope has none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// RLIMIT_NOFILE's soft limit (`/proc/PID/limits` "Max open files"):
+    /// past it, open, accept and socket fail with EMFILE.
+    #[serde(default)]
+    pub open_files: Option<u64>,
+    /// RLIMIT_AS's soft limit in bytes ("Max address space").
+    #[serde(default)]
+    pub address_space: Option<u64>,
+    /// cgroup v2 `memory.max` of the target's cgroup, in bytes: past it the
+    /// kernel reclaims, then OOM-kills.
+    #[serde(default)]
+    pub cgroup_memory_max: Option<u64>,
+    /// cgroup v2 `pids.max`: threads and processes the cgroup may hold.
+    #[serde(default)]
+    pub cgroup_pids_max: Option<u64>,
+    /// The target's cgroup v2 directory, where `memory.events` is read again
+    /// at the end.
+    #[serde(default)]
+    pub cgroup_dir: Option<String>,
+    /// `memory.events` `oom_kill` when recording started.
+    #[serde(default)]
+    pub oom_kills_at_start: Option<u64>,
+    /// The host's physical memory (MemTotal): the ceiling of any memory
+    /// growth when no cgroup sets a lower one.
+    #[serde(default)]
+    pub host_memory: Option<u64>,
+}
+
+impl Limits {
+    /// The memory ceiling that binds first, with what sets it.
+    pub fn memory(&self) -> Option<(u64, &'static str)> {
+        match (self.cgroup_memory_max, self.host_memory) {
+            (Some(c), Some(h)) if h < c => Some((h, "the host's memory")),
+            (Some(c), _) => Some((c, "the cgroup's memory.max")),
+            (None, Some(h)) => Some((h, "the host's memory")),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

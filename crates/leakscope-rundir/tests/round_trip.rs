@@ -26,6 +26,8 @@ fn meta() -> Meta {
         ended_unix_ms: None,
         target_end: None,
         sources: Default::default(),
+        limits: Default::default(),
+        oom_kills: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`host`] facts that go into `meta.json`.
 
 pub mod host;
+pub mod limits;
 pub mod recorder;
 pub mod sources;
 pub mod target;

@@ -209,10 +209,12 @@ pub async fn record(
             }
         }
         // Requests served come from the target's own counter when it has
-        // one (it sees every client, not just ours); the driver's finished
-        // requests otherwise.
+        // one (it sees every client, not just ours); the driver's otherwise,
+        // counting only those that succeeded (an abort is the driver's own
+        // choice after the response began): a 404 or a refused connection
+        // is not work the service did.
         let driven = sources.load.as_ref().map(|c| c.counts());
-        let mut served = driven.map(|c| c.done + c.failed + c.aborted);
+        let mut served = driven.map(|c| c.done + c.aborted);
         if let Some(metrics) = &sources.metrics {
             let t = Instant::now();
             match metrics.requests_total().await {

@@ -39,6 +39,8 @@ fn meta(pid: u32) -> Meta {
         ended_unix_ms: None,
         target_end: None,
         sources: Default::default(),
+        limits: Default::default(),
+        oom_kills: None,
     }
 }
 

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use bytesize::ByteSize;
 use clap::Args;
-use leakscope_analysis::{describe, Analysis, Axis, Verdict};
+use std::io::Write;
+
+use leakscope_analysis::{describe, gate, Analysis};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -14,26 +16,37 @@ pub struct CheckArgs {
     /// Most heap a LEAK may add per request before the gate fails.
     #[arg(long, default_value = "1KiB", value_name = "SIZE")]
     pub max_heap_per_request: ByteSize,
+    /// Most RSS a LEAK may add per request; gated only when the run has no
+    /// heap figures (no agent), since RSS adds allocator retention to them.
+    #[arg(long, default_value = "1KiB", value_name = "SIZE")]
+    pub max_rss_per_request: ByteSize,
     /// Most fds a LEAK may add per request.
-    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    #[arg(long, default_value_t = 0.0, value_name = "N", value_parser = limit)]
     pub max_fds_per_request: f64,
     /// Most live tasks a LEAK may add per request.
-    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    #[arg(long, default_value_t = 0.0, value_name = "N", value_parser = limit)]
     pub max_tasks_per_request: f64,
-    /// Print the verdicts as JSON instead of text.
+    /// Let INCONCLUSIVE on a gated metric pass (it fails by default: a
+    /// verdict that could not be reached is not a pass).
+    #[arg(long)]
+    pub allow_inconclusive: bool,
+    /// Print the verdicts as JSON (leakscope_analysis::gate::CheckReport).
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Breach {
-    metric: String,
-    per_request: Option<f64>,
-    limit: f64,
-    why: String,
+/// A per-request limit: a finite, non-negative number. NaN would compare
+/// false against every slope and pass every leak.
+fn limit(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} is not a finite number ≥ 0"));
+    }
+    Ok(v)
 }
 
-/// Exit 0: no limit broken; 1: a LEAK broke one; 2: the run is unusable.
+/// Exit 0: usable and no limit broken; 1: a limit broken; 2: the run is
+/// unreadable or unusable.
 pub fn run(args: CheckArgs) -> ExitCode {
     let a = match leakscope_analysis::analyze(&args.run) {
         Ok(a) => a,
@@ -42,125 +55,95 @@ pub fn run(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let breaches = breaches(&a, &args);
-    if args.json {
-        let metrics: Vec<_> = a
-            .metrics
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "metric": m.id,
-                    "verdict": m.verdict(),
-                    "slope": m.slope,
-                    "per": describe::per(a.axis),
-                    "r2": m.r2,
-                    "summary": describe::metric(m, a.axis),
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "run": a.dir,
-            "scenario": a.scenario(),
-            "variant": a.variant(),
-            "axis": a.axis,
-            "window_requests": a.window_requests,
-            "metrics": metrics,
-            "breaches": breaches,
-            "notes": a.notes,
-            "pass": breaches.is_empty(),
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("JSON values serialize")
-        );
+    let limits = gate::Limits {
+        heap: args.max_heap_per_request.as_u64() as f64,
+        rss: args.max_rss_per_request.as_u64() as f64,
+        fds: args.max_fds_per_request,
+        tasks: args.max_tasks_per_request,
+        allow_inconclusive: args.allow_inconclusive,
+    };
+    let report = gate::check(&a, &limits);
+    let printed = if args.json {
+        serde_json::to_string_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|j| writeln!(std::io::stdout(), "{j}"))
     } else {
-        println!("{}", describe::heading(&a));
-        for m in &a.metrics {
-            let v = m
-                .verdict()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into());
-            println!(
-                "  {:<24} {:<12} {}",
-                m.title,
-                v,
-                describe::metric(m, a.axis)
-            );
-        }
-        let att = &a.attribution;
-        if let Some(p) = att.fd_paths.first() {
-            println!("  most-grown fd path: {} (+{:.0})", p.key, p.growth);
-        }
-        if let Some(t) = att.task_locations.first() {
-            println!("  most-grown spawn site: {} (+{:.0})", t.key, t.growth);
-        }
-        // The biggest growth in the target's own code; the machinery's
-        // (allocator, agent) is in the report's full table.
-        let own = att
-            .heap_sites
-            .iter()
-            .find_map(|h| h.own.and_then(|i| h.frames.get(i)).map(|f| (h, f)));
-        if let Some((h, f)) = own {
-            {
-                println!(
-                    "  most-grown allocation site: {} ({}:{}) +{}",
-                    f.function,
-                    f.file,
-                    f.line,
-                    describe::amount(h.growth, leakscope_analysis::Unit::Bytes)
-                );
-            }
-        }
-        for n in &a.notes {
-            println!("  note: {n}");
-        }
-        if breaches.is_empty() {
-            println!("pass: no LEAK breaks a limit");
-        } else {
-            for b in &breaches {
-                println!("FAIL: {}", b.why);
-            }
+        print_text(&a, &report)
+    };
+    // A closed pipe (`check RUN | head -1`) is the reader's choice, not an
+    // error of the check: the exit status still says what it found.
+    if let Err(e) = printed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: writing the report: {e}");
+            return ExitCode::from(2);
         }
     }
-    if breaches.is_empty() {
+    if !report.usable {
+        ExitCode::from(2)
+    } else if report.pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
 }
 
-fn breaches(a: &Analysis, args: &CheckArgs) -> Vec<Breach> {
-    let limits = [
-        ("heap", args.max_heap_per_request.as_u64() as f64),
-        ("tasks", args.max_tasks_per_request),
-        ("fds", args.max_fds_per_request),
-    ];
-    let mut out = Vec::new();
-    for (id, limit) in limits {
-        let Some(m) = a.metric(id) else { continue };
-        if m.verdict() != Some(Verdict::Leak) {
-            continue;
+fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", describe::heading(a))?;
+    writeln!(out, "  work axis: {} ({})", a.axis.name(), a.axis.per())?;
+    for m in &r.metrics {
+        let v = m
+            .verdict
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        writeln!(out, "  {:<24} {:<12} {}", m.title, v, m.summary)?;
+        if let Some(f) = &m.forecast {
+            writeln!(out, "  {:<24} {:<12} forecast: {f}", "", "")?;
         }
-        let slope = m.slope.map(|s| s.value);
-        // Limits are per request; on a time axis there is no per-request
-        // figure, so any LEAK of a limited metric fails the gate.
-        let broken = match (a.axis, slope) {
-            (Axis::Requests, Some(s)) => s > limit,
-            _ => true,
-        };
-        if broken {
-            out.push(Breach {
-                metric: id.to_string(),
-                per_request: slope.filter(|_| a.axis == Axis::Requests),
-                limit,
-                why: format!(
-                    "{} {} (limit {} per request)",
-                    m.title,
-                    describe::metric(m, a.axis),
-                    describe::amount(limit, m.unit)
-                ),
-            });
+        if let Some(x) = &m.exhausted {
+            writeln!(out, "  {:<24} {:<12} {x}", "", "")?;
         }
     }
-    out
+    let att = &a.attribution;
+    if let Some(p) = att.fd_paths.first() {
+        writeln!(out, "  most-grown fd path: {} (+{:.0})", p.key, p.growth)?;
+    }
+    if let Some(t) = att.task_locations.first() {
+        writeln!(out, "  most-grown spawn site: {} (+{:.0})", t.key, t.growth)?;
+    }
+    // The biggest growth in the target's own code; the machinery's
+    // (allocator, agent) is in the report's full table.
+    let own = att
+        .heap_sites
+        .iter()
+        .find_map(|h| h.own.and_then(|i| h.frames.get(i)).map(|f| (h, f)));
+    if let Some((h, f)) = own {
+        writeln!(
+            out,
+            "  most-grown allocation site: {} ({}:{}) +{}",
+            f.function,
+            f.file,
+            f.line,
+            describe::amount(h.growth, leakscope_analysis::Unit::Bytes)
+        )?;
+    }
+    for n in &r.notes {
+        writeln!(out, "  note: {n}")?;
+    }
+    for u in &r.unchecked {
+        writeln!(out, "  not checked: {}: {}", u.metric, u.why)?;
+    }
+    if !r.usable {
+        for why in &r.unusable {
+            writeln!(out, "UNUSABLE: {why}")?;
+        }
+        return Ok(());
+    }
+    if r.breaches.is_empty() {
+        writeln!(out, "pass: no limit broken")?;
+    }
+    for b in &r.breaches {
+        writeln!(out, "FAIL: {}", b.why)?;
+    }
+    Ok(())
 }

@@ -24,7 +24,8 @@ pub async fn run(args: RecordArgs, quiet: bool) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let meta = session::meta(command, args.pid as u32, &args.rec);
+    let mut meta = session::meta(command, args.pid as u32, &args.rec);
+    meta.limits = leakscope::limits::read(args.pid);
     let mut writer = RunWriter::create(&args.rec.out, meta)
         .with_context(|| format!("creating the run directory {}", args.rec.out.display()))?;
     let outcome = session::record(
@@ -42,7 +43,10 @@ pub async fn run(args: RecordArgs, quiet: bool) -> Result<()> {
         _ => TargetEnd::StillRunning,
     };
     let label = leakscope::target::describe(&end);
-    writer.update_meta(|m| m.target_end = Some(end))?;
+    writer.update_meta(|m| {
+        m.target_end = Some(end);
+        m.oom_kills = leakscope::limits::oom_kills_since(&m.limits);
+    })?;
     session::print_summary(&writer, &outcome, &label);
     Ok(())
 }

@@ -9,8 +9,7 @@ use leakscope_rundir::RunWriter;
 use super::args::RunArgs;
 use super::session;
 
-/// The target's output, next to the samples it explains.
-pub const TARGET_LOG: &str = "target.log";
+use leakscope_rundir::TARGET_LOG;
 
 pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     session::check(&args.rec, &args.load)?;
@@ -33,7 +32,11 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     }
     let mut target = Target::start(&args.command, &log, &ready, args.ready_timeout).await?;
     let pid = target.pid();
-    writer.update_meta(|m| m.pid = pid)?;
+    let limits = leakscope::limits::read(pid as i32);
+    writer.update_meta(|m| {
+        m.pid = pid;
+        m.limits = limits;
+    })?;
 
     let prepared = (|| {
         let resolve = |s: &str| target.resolve(s).map_err(anyhow::Error::from);
@@ -62,8 +65,11 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     drop(sources);
     let end = target.stop(args.stop_timeout).await;
     let label = target::describe(&end);
-    writer.update_meta(|m| m.target_end = Some(end))?;
+    writer.update_meta(|m| {
+        m.target_end = Some(end);
+        m.oom_kills = leakscope::limits::oom_kills_since(&m.limits);
+    })?;
     let outcome = outcome?;
     session::print_summary(&writer, &outcome, &label);
-    Ok(())
+    session::usable(&outcome, &label)
 }

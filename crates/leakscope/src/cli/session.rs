@@ -61,6 +61,8 @@ pub fn meta(command: Vec<String>, pid: u32, rec: &RecordingArgs) -> Meta {
         ended_unix_ms: None,
         target_end: None,
         sources: Default::default(),
+        limits: Default::default(),
+        oom_kills: None,
     }
 }
 
@@ -172,11 +174,22 @@ pub async fn record(
                 _ = first_tick.notified() => {}
                 _ = cancel.cancelled() => return None,
             }
-            let load = Load::start_with(plan, counters).ok()?;
-            let summary = tokio::select! {
-                s = async { load.finish().await } => s,
-                _ = cancel.cancelled() => return None,
+            let load = match Load::start_with(plan, counters) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("the load could not start: {e}");
+                    return None;
+                }
             };
+            // Cut short (duration reached, target gone, a signal), the load
+            // still ends with its summary: a run whose requests all failed
+            // must say so whenever it stops.
+            let stop = load.stop_handle();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                stop.cancel();
+            });
+            let summary = load.finish().await;
             load_ended.notify_one();
             Some(summary)
         })
@@ -267,6 +280,32 @@ pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
         print_load(l);
     }
     println!("{}", writer.dir().display());
+}
+
+/// A run whose load mostly failed, or whose target died by itself, is not
+/// a recording of the service at work: `run` says so and exits non-zero
+/// (after writing everything, so the run directory shows what happened).
+pub fn usable(outcome: &Outcome, target: &str) -> Result<()> {
+    if let Some(l) = &outcome.load {
+        let c = &l.counts;
+        let succeeded = c.done + c.aborted;
+        if c.failed > succeeded {
+            let top = l
+                .failures
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(why, n)| format!("; most often ({n}×): {why}"))
+                .unwrap_or_default();
+            bail!(
+                "most of the load failed ({} failed, {succeeded} succeeded{top}): check --url and the target's log",
+                c.failed
+            );
+        }
+    }
+    if outcome.stopped == Stopped::TargetGone {
+        bail!("the target ended during the recording: {target}");
+    }
+    Ok(())
 }
 
 pub fn print_load(l: &Summary) {

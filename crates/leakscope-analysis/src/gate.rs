@@ -1,0 +1,231 @@
+//! The CI gate: which limits a run breaks, which it could not be checked
+//! against, and whether it can be judged at all. `leakscope check` prints
+//! [`CheckReport`]; its JSON form (`--json`) is this struct, versioned by
+//! [`CHECK_SCHEMA`].
+//!
+//! The gate cannot pass by accident:
+//! - an unusable run ([`crate::Analysis::unusable`]) is neither pass nor
+//!   fail: exit 2, with the reasons;
+//! - EXHAUSTED always fails;
+//! - a LEAK fails when its slope per request is above the metric's limit,
+//!   and always on an axis that is not requests (there is no per-request
+//!   figure to hold against a per-request limit);
+//! - INCONCLUSIVE on a gated metric fails, unless allowed;
+//! - with no heap figures, RSS is gated in their place;
+//! - a limit with no source to check it against is named, not silently
+//!   passed.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::{describe, Analysis, Axis, Estimate, MetricAnalysis, MetricId, Verdict};
+
+/// The version of [`CheckReport`]'s JSON.
+pub const CHECK_SCHEMA: u32 = 1;
+
+/// Per-request limits of the gate, each finite and non-negative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes of heap a LEAK may add per request.
+    pub heap: f64,
+    /// Bytes of RSS a LEAK may add per request, gated when there are no
+    /// heap figures.
+    pub rss: f64,
+    pub fds: f64,
+    pub tasks: f64,
+    /// INCONCLUSIVE on a gated metric passes instead of failing.
+    pub allow_inconclusive: bool,
+}
+
+impl Limits {
+    pub fn of(&self, id: MetricId) -> Option<f64> {
+        match id {
+            MetricId::Heap => Some(self.heap),
+            MetricId::Rss => Some(self.rss),
+            MetricId::Fds => Some(self.fds),
+            MetricId::Tasks => Some(self.tasks),
+            MetricId::Alloc => None,
+        }
+    }
+}
+
+/// What `leakscope check` found, as text or JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub schema: u32,
+    pub run: PathBuf,
+    pub scenario: String,
+    pub variant: String,
+    /// `false`: the run cannot carry a verdict (exit 2); see `unusable`.
+    pub usable: bool,
+    pub unusable: Vec<String>,
+    /// What slopes are per: "requests", "cpu" or "seconds".
+    pub axis: Axis,
+    /// "per request", "per CPU-second", "per second".
+    pub per: &'static str,
+    pub window_requests: Option<f64>,
+    pub metrics: Vec<CheckedMetric>,
+    pub breaches: Vec<Breach>,
+    /// Gated metrics that could not be checked, and why.
+    pub unchecked: Vec<Unchecked>,
+    pub notes: Vec<String>,
+    /// Usable and nothing breached.
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedMetric {
+    pub metric: String,
+    pub title: String,
+    pub verdict: Option<Verdict>,
+    /// Whether the gate holds this metric against a limit.
+    pub gated: bool,
+    pub slope: Option<Estimate>,
+    pub r2: Option<f64>,
+    /// The verdict sentence.
+    pub summary: String,
+    /// LEAK: when the ceiling is reached at this rate.
+    pub forecast: Option<String>,
+    /// EXHAUSTED: what failed afterwards.
+    pub exhausted: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breach {
+    pub metric: String,
+    pub verdict: Verdict,
+    /// The slope per request, when the axis is requests.
+    pub per_request: Option<f64>,
+    pub limit: Option<f64>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unchecked {
+    pub metric: String,
+    pub why: String,
+}
+
+/// The metrics the gate holds to a limit: heap, tasks and fds, and RSS when
+/// heap is absent (with heap figures, RSS adds the allocator's retention to
+/// the same bytes).
+fn gated(a: &Analysis) -> Vec<MetricId> {
+    let mut ids = vec![MetricId::Heap, MetricId::Tasks, MetricId::Fds];
+    if a.of(MetricId::Heap).is_none() {
+        ids.push(MetricId::Rss);
+    }
+    ids
+}
+
+pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
+    let ids = gated(a);
+    let mut breaches = Vec::new();
+    let mut unchecked = Vec::new();
+    for &id in &ids {
+        let limit = limits.of(id).unwrap_or(0.0);
+        match a.of(id) {
+            None => unchecked.push(Unchecked {
+                metric: id.to_string(),
+                why: format!(
+                    "no {} figures: {}",
+                    id.def().title,
+                    id.def().source.how_to_enable()
+                ),
+            }),
+            Some(m) => judge(a, m, limit, limits, &mut breaches, &mut unchecked),
+        }
+    }
+    let metrics = a
+        .metrics
+        .iter()
+        .map(|m| CheckedMetric {
+            metric: m.id.clone(),
+            title: m.title.clone(),
+            verdict: m.verdict(),
+            gated: ids.iter().any(|id| id.as_str() == m.id),
+            slope: m.slope,
+            r2: m.r2,
+            summary: describe::metric(m, a.axis),
+            forecast: describe::forecast(m, a.axis),
+            exhausted: describe::exhaustion(m),
+        })
+        .collect();
+    let usable = a.unusable.is_empty();
+    CheckReport {
+        schema: CHECK_SCHEMA,
+        run: a.dir.clone(),
+        scenario: a.scenario(),
+        variant: a.variant(),
+        usable,
+        unusable: a.unusable.clone(),
+        axis: a.axis,
+        per: a.axis.per(),
+        window_requests: a.window_requests,
+        metrics,
+        pass: usable && breaches.is_empty(),
+        breaches,
+        unchecked,
+        notes: a.notes.clone(),
+    }
+}
+
+fn judge(
+    a: &Analysis,
+    m: &MetricAnalysis,
+    limit: f64,
+    limits: &Limits,
+    breaches: &mut Vec<Breach>,
+    unchecked: &mut Vec<Unchecked>,
+) {
+    let Some(verdict) = m.verdict() else { return };
+    let slope = m.slope.map(|s| s.value);
+    let per_request = slope.filter(|_| a.axis == Axis::Requests);
+    let limit_text = format!("limit {} per request", describe::amount(limit, m.unit));
+    let why = match verdict {
+        Verdict::Exhausted => Some(format!(
+            "{} EXHAUSTED: {}",
+            m.title,
+            describe::metric(m, a.axis)
+        )),
+        Verdict::Leak => match per_request {
+            Some(s) if s <= limit => None,
+            Some(_) => Some(format!(
+                "{} {} ({limit_text})",
+                m.title,
+                describe::metric(m, a.axis)
+            )),
+            None => Some(format!(
+                "{} {} (judged {}, so no per-request figure to hold to the {limit_text}: any LEAK fails)",
+                m.title,
+                describe::metric(m, a.axis),
+                a.axis.per()
+            )),
+        },
+        Verdict::Inconclusive if limits.allow_inconclusive => {
+            unchecked.push(Unchecked {
+                metric: m.id.clone(),
+                why: format!(
+                    "INCONCLUSIVE, allowed by --allow-inconclusive: {}",
+                    describe::metric(m, a.axis)
+                ),
+            });
+            None
+        }
+        Verdict::Inconclusive => Some(format!(
+            "{} INCONCLUSIVE: {} (pass --allow-inconclusive to accept)",
+            m.title,
+            describe::metric(m, a.axis)
+        )),
+        Verdict::Bounded | Verdict::Stable => None,
+    };
+    if let Some(why) = why {
+        breaches.push(Breach {
+            metric: m.id.clone(),
+            verdict,
+            per_request,
+            limit: Some(limit),
+            why,
+        });
+    }
+}
