@@ -57,7 +57,7 @@ pub fn check(scenario: &Scenario, variant: &str, a: &Analysis) -> Outcome {
             .metrics
             .iter()
             .filter(judged)
-            .find(|o| o.verdict() == Some(Verdict::Leak))
+            .find(|o| matches!(o.verdict(), Some(Verdict::Leak | Verdict::Exhausted)))
         {
             failure = Some(format!(
                 "the fixed variant leaks {}: {}",
@@ -126,7 +126,10 @@ fn judge(s: &Scenario, leaky: bool, m: &MetricAnalysis, axis: Axis) -> Option<St
     }
     match s.symptom {
         Symptom::PerRequest => match (leaky, m.verdict()) {
-            (true, Some(Verdict::Leak)) | (false, Some(Verdict::Bounded | Verdict::Stable)) => None,
+            // A leak fast enough reaches its ceiling within the run
+            // (fd-leak at RLIMIT_NOFILE): EXHAUSTED is the leak, named.
+            (true, Some(Verdict::Leak | Verdict::Exhausted))
+            | (false, Some(Verdict::Bounded | Verdict::Stable)) => None,
             (_, v) => Some(format!(
                 "judged {}",
                 v.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
@@ -135,7 +138,7 @@ fn judge(s: &Scenario, leaky: bool, m: &MetricAnalysis, axis: Axis) -> Option<St
         Symptom::PerInFlight => {
             // Still climbing at the end also shows the leaky handler's cost
             // (the plateau is just not reached yet); a fix must not climb.
-            if m.verdict() == Some(Verdict::Leak) {
+            if matches!(m.verdict(), Some(Verdict::Leak | Verdict::Exhausted)) {
                 return (!leaky).then(|| "judged LEAK".to_string());
             }
             let held = m.per_in_flight.unwrap_or(0.0);

@@ -88,6 +88,10 @@ fn run_fd_leak(setup: &Setup, variant: &str, requests: &str) -> (Output, PathBuf
         "300",
         "--settle",
         "500ms",
+        // Generous, so a source that a loaded machine answers slowly still
+        // counts as answering; the test bounds failed ticks, not errors.
+        "--source-timeout",
+        "30s",
         "--label",
         "scenario=fd-leak",
         "--label",
@@ -127,10 +131,13 @@ fn run_records_the_fd_leak_with_the_served_file_on_top() {
     assert_eq!(meta.target_end, Some(TargetEnd::Exited { code: 0 }));
     assert!(meta.command.iter().any(|a| a == "target_process"));
     assert!(meta.pid > 0 && meta.ended_unix_ms.is_some());
+    // Every source answered, nearly always: one tick in a hundred or so
+    // may still fail on a loaded machine (and `error` keeps the first
+    // failure), so a tenth of the ticks failing is the bound, not none.
     for source in ["procfs", "agent", "console", "metrics"] {
         let info = &meta.sources[source];
         assert!(
-            info.error.is_none() && info.samples > 0,
+            info.samples > 0 && info.failed * 10 <= info.samples,
             "{source}: {info:?}"
         );
     }
@@ -262,10 +269,18 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    // A baseline first, then the work; the tasks end a second later.
+    // A baseline first, then the work; the tasks end a second later. The
+    // baseline needs the console and heap sections, which a tick on a
+    // loaded machine may miss: wait until some sample has each.
     let began = Instant::now();
-    let samples = || Run::open(&out).map_or(0, |r| r.samples.len());
-    while samples() < 4 {
+    let baseline_taken = || {
+        Run::open(&out).is_ok_and(|r| {
+            r.samples.len() >= 4
+                && r.samples.iter().any(|s| s.console.is_some())
+                && r.samples.iter().any(|s| s.heap.is_some())
+        })
+    };
+    while !baseline_taken() {
         assert!(began.elapsed() < Duration::from_secs(30), "no samples");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -303,24 +318,34 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let site = run
         .samples
         .iter()
-        .flat_map(|s| s.console.as_ref().unwrap().by_location.iter())
+        .filter_map(|s| s.console.as_ref())
+        .flat_map(|c| c.by_location.iter())
         .max_by_key(|(_, n)| **n)
         .map(|(loc, _)| loc.clone())
         .unwrap();
     assert!(site.contains("tests/common/mod.rs"), "{site}");
+    // From the first sample the console answered (the recorder may have
+    // sampled once or twice before its stream was up); from there on,
+    // every sample has it.
     let series: Vec<u64> = run
         .samples
         .iter()
+        .skip_while(|s| s.console.is_none())
         .map(|s| {
-            let console = s.console.as_ref().expect("console in every sample");
+            let console = s.console.as_ref().expect("console in every later sample");
             console.by_location.get(&site).copied().unwrap_or(0)
         })
         .collect();
     assert_eq!(series.first(), Some(&0), "{series:?}");
     assert_eq!(series.iter().max(), Some(&40), "{series:?}");
     assert_eq!(series.last(), Some(&0), "they end: {series:?}");
-    let heap = |i: usize| run.samples[i].heap.as_ref().unwrap().allocated.unwrap();
-    let (first, last) = (heap(0), heap(run.samples.len() - 1));
+    // The first and last heap readings (a tick may have missed the agent).
+    let mut heaps = run
+        .samples
+        .iter()
+        .filter_map(|s| s.heap.as_ref()?.allocated);
+    let first = heaps.next().expect("a heap reading");
+    let last = heaps.next_back().unwrap_or(first);
     assert!(last >= first + (60 << 20), "{first} -> {last}");
 
     // The first and last heap profiles, diffed, name the allocation in the
@@ -372,7 +397,13 @@ fn a_target_killed_mid_run_ends_the_recording_with_its_signal() {
         .unwrap();
     assert!(status.success());
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    // The run is written whole, and `run` says the target died: exit 1.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the target ended during the recording"),
+        "{}",
+        stderr(&o)
+    );
     assert!(began.elapsed() < Duration::from_secs(20));
     let run = Run::open(&out).unwrap();
     assert_eq!(run.meta.target_end, Some(TargetEnd::Signaled { signal: 9 }));
