@@ -211,7 +211,8 @@ mod imp {
 
 #[cfg(feature = "jemalloc")]
 pub use imp::{
-    profile, sample_interval_lg, sampling_active, set_sample_interval_lg, set_sampling_active, Format,
+    profile, sample_interval_lg, sampling_active, set_sample_interval_lg, set_sampling_active,
+    Format,
 };
 
 #[cfg(any(feature = "jemalloc", feature = "dhat-heap"))]
