@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{wait_until, Fixture, ServerProcess};
 
@@ -56,15 +56,35 @@ fn drain(mut s: TcpStream) -> (u64, Vec<u8>) {
     (body_len, tail)
 }
 
+/// The server's fd count once idle, after one whole request has been served
+/// (the runtime threads, blocking pool and anything else opened on first use
+/// exist). The response is read to its end, so the request was handled, and
+/// the count is taken when two readings 100 ms apart agree, so the warm-up's
+/// own connection and file are closed: a fixed sleep after dropping the
+/// socket unread could measure before the request was even accepted, or
+/// while its fds were still open.
+fn warm_baseline(server: &ServerProcess) -> usize {
+    let (len, _) = drain(send_get(server.addr, "/files/hello.txt"));
+    assert_eq!(len, 13, "warm-up response");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = server.fd_count();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = server.fd_count();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "fd count never settled");
+        last = now;
+    }
+}
+
 #[test]
 fn aborted_downloads_release_their_fds() {
     let fixture = Fixture::new();
     sparse(&fixture.root().join("large.bin"), 512 << 20);
     let server = ServerProcess::spawn(&fixture.root(), &[]);
-    // Warm up (runtime threads, blocking pool) before taking the baseline.
-    drop(send_get(server.addr, "/files/hello.txt"));
-    std::thread::sleep(Duration::from_millis(300));
-    let baseline = server.fd_count();
+    let baseline = warm_baseline(&server);
     for _ in 0..20 {
         let mut s = send_get(server.addr, "/files/large.bin");
         let mut buf = vec![0; 100 * 1024];
@@ -80,9 +100,7 @@ fn a_client_that_stops_reading_is_cut_off() {
     let fixture = Fixture::new();
     sparse(&fixture.root().join("large.bin"), 512 << 20);
     let server = ServerProcess::spawn(&fixture.root(), &["--stall-timeout", "1s"]);
-    drop(send_get(server.addr, "/files/hello.txt"));
-    std::thread::sleep(Duration::from_millis(300));
-    let baseline = server.fd_count();
+    let baseline = warm_baseline(&server);
     // Request, read nothing, keep the socket open.
     let stalled = send_get(server.addr, "/files/large.bin");
     assert!(
@@ -134,11 +152,13 @@ fn sigterm_drains_in_flight_downloads() {
     let mut first = vec![0; 64 * 1024];
     s.read_exact(&mut first).unwrap();
     server.signal(rustix::process::Signal::TERM);
-    std::thread::sleep(Duration::from_millis(300));
-    // New connections are refused once shutdown starts...
+    // New connections are refused once shutdown starts (when the server gets
+    // to handling the signal: polled, as a loaded machine may take a while;
+    // a connection that still gets through is dropped at once)...
     assert!(
-        TcpStream::connect(server.addr).is_err(),
-        "still accepting after SIGTERM"
+        wait_until(Duration::from_secs(10), || TcpStream::connect(server.addr)
+            .is_err()),
+        "still accepting 10 s after SIGTERM"
     );
     // ...while the download in flight completes.
     let mut rest = Vec::new();

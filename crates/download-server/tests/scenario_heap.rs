@@ -15,9 +15,28 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MIB: u64 = 1 << 20;
 
+/// How long the stalled clients' producers are given before the heap is read.
+enum Until {
+    /// The heap has grown by this much (≤ 15 s): for the leaky variant, the
+    /// amount the leak must reach. Waiting for exactly that, instead of for
+    /// the heap to stop moving, keeps a producer that a loaded machine
+    /// paused for 200 ms from being measured half-way.
+    Grown(i64),
+    /// The heap stopped moving (two readings 200 ms apart within 256 KiB),
+    /// ≤ 15 s: for the fixed variant, whose reading is checked against an
+    /// upper bound, so an early reading cannot fail it wrongly.
+    StopsMoving,
+}
+
 /// Heap held while `k` clients stall on `path` (after its first 16 KiB), and
 /// after they hang up.
-async fn held_by_stalled(fx: &Fixture, variant: Variant, path: &str, k: usize) -> (i64, i64) {
+async fn held_by_stalled(
+    fx: &Fixture,
+    variant: Variant,
+    path: &str,
+    k: usize,
+    until: Until,
+) -> (i64, i64) {
     let server = start(fx, variant).await;
     let addr = server.addr;
     let before = live_heap() as i64;
@@ -29,16 +48,25 @@ async fn held_by_stalled(fx: &Fixture, variant: Variant, path: &str, k: usize) -
     })
     .await
     .unwrap();
-    // Let producers run ahead as far as the variant lets them: until the
-    // heap stops moving (two readings 200 ms apart within 256 KiB), ≤ 15 s.
-    let mut last = live_heap() as i64;
-    for _ in 0..75 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = live_heap() as i64;
-        if (now - last).abs() < 256 * 1024 {
-            break;
+    // Let producers run ahead as far as the variant lets them.
+    match until {
+        Until::Grown(expected) => {
+            settles(Duration::from_secs(15), || {
+                live_heap() as i64 - before >= expected
+            })
+            .await;
         }
-        last = now;
+        Until::StopsMoving => {
+            let mut last = live_heap() as i64;
+            for _ in 0..75 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = live_heap() as i64;
+                if (now - last).abs() < 256 * 1024 {
+                    break;
+                }
+                last = now;
+            }
+        }
     }
     let during = live_heap() as i64 - before;
     drop(clients);
@@ -71,10 +99,12 @@ fn content_size() -> i64 {
 /// leaky holds the whole content per client (minus what the kernel's send
 /// buffer took), fixed at most 512 KiB per client, and both let go after.
 async fn compare_stalled(name: &str, fx: &Fixture, path: &str, k: usize) {
-    let (leaky, leaky_after) = held_by_stalled(fx, Variant::Leaky, path, k).await;
-    let (fixed, fixed_after) = held_by_stalled(fx, Variant::Fixed, path, k).await;
-    eprintln!("{name}: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after}) for {k} stalled clients");
     let expected = k as i64 * (content_size() - kernel_send_buffer());
+    let (leaky, leaky_after) =
+        held_by_stalled(fx, Variant::Leaky, path, k, Until::Grown(expected)).await;
+    let (fixed, fixed_after) =
+        held_by_stalled(fx, Variant::Fixed, path, k, Until::StopsMoving).await;
+    eprintln!("{name}: leaky held {leaky} (after {leaky_after}), fixed {fixed} (after {fixed_after}) for {k} stalled clients");
     assert!(
         leaky >= expected,
         "leaky held {leaky}, expected >= {expected}"

@@ -163,16 +163,30 @@ async fn the_deadline_cuts_requests_in_flight() {
 async fn a_ramp_adds_workers_over_the_run() {
     let t = target().await;
     let mut p = plan(t.addr, "/files/sub/a.txt", "full", "1..4");
-    p.duration = Duration::from_secs(2);
+    p.duration = Duration::from_secs(6);
+    // The schedule itself, exactly: 1 to 4 workers, the 4th from 5/6 of
+    // the run (v = 1 + 3f, rounded).
+    let at = |f: f64| p.concurrency.at(p.duration.mul_f64(f), p.duration);
+    let schedule: Vec<u32> = [0.0, 0.1, 0.3, 0.6, 0.9, 1.0].map(at).to_vec();
+    assert_eq!(schedule, [1, 1, 2, 3, 4, 4]);
+
+    // The driver follows it: few workers at first, all four by the end.
+    // Watched until the fourth is seen (then the load is stopped) rather
+    // than for a fixed time, and the fourth is due a whole second before the
+    // deadline: a fixed 1.9 s look at a 2 s ramp missed its last third of a
+    // second whenever a loaded machine paused this thread there.
     let load = Load::start(p).unwrap();
     let live = load.counters();
     let began = Instant::now();
     let mut seen = Vec::new();
-    // Four workers from 1.67 s; stop looking before the 2 s deadline.
-    while began.elapsed() < Duration::from_millis(1_900) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while began.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
         seen.push(live.counts().concurrency);
+        if seen.last() == Some(&4) {
+            break;
+        }
     }
+    load.stop();
     let s = load.finish().await;
     assert!(s.counts.done > 0, "{s:?}");
     assert!(seen.iter().take(2).all(|&c| c <= 2), "{seen:?}");

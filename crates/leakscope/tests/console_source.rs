@@ -70,8 +70,23 @@ async fn live_tasks_follow_spawns_and_exits() {
 
 #[tokio::test]
 async fn an_unreachable_console_is_an_error_not_a_hang() {
-    let source = ConsoleSource::spawn("http://127.0.0.1:9", Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = source.snapshot().unwrap_err();
-    assert!(err.contains("127.0.0.1:9"), "{err}");
+    // A port that was free a moment ago: nothing listens there (port 9 may
+    // have a listener, or a firewall that drops instead of refusing).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let source = ConsoleSource::spawn(&format!("http://{addr}"), Duration::from_millis(50));
+    // Until the first attempt has failed (how soon depends on how soon the
+    // machine runs the source's task), for at most 10 s: an attempt that
+    // hangs instead of failing fails the test.
+    let began = std::time::Instant::now();
+    let err = loop {
+        let err = source.snapshot().unwrap_err();
+        if err != "not connected yet" || began.elapsed() > Duration::from_secs(10) {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains(&addr.to_string()), "{err}");
 }
