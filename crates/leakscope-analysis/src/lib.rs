@@ -229,6 +229,9 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
     let attribution = attribution::attribute(dir, samples, &frame.layout, &mut notes);
     let load = load_totals(samples);
     let layout = &frame.layout;
+    let unusable = unusable(samples, layout, load);
+    // The report's reader must see them too, not only the gate.
+    notes.extend(unusable.iter().map(|u| format!("cannot be gated: {u}")));
     Ok(Analysis {
         dir: dir.to_path_buf(),
         meta: run.meta.clone(),
@@ -240,7 +243,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         window_x: window_x(samples, layout),
         idle: (layout.idle.start, layout.idle.end),
         work_per_second: frame.work_per_second,
-        unusable: unusable(samples, layout, load),
+        unusable,
         load,
         metrics,
         attribution,
