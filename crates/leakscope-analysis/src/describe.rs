@@ -41,6 +41,7 @@ pub fn forecast(m: &MetricAnalysis, axis: Axis) -> Option<String> {
     let f = m.forecast.as_ref()?;
     let work = match axis {
         Axis::Requests => format!("{:.0} requests/s", f.work_per_second),
+        Axis::Syscalls => format!("{:.0} read/write syscalls/s", f.work_per_second),
         Axis::Cpu => format!("{:.2} CPU cores busy", f.work_per_second),
         Axis::Seconds => "this load".to_string(),
     };
@@ -108,6 +109,9 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
                 (Some(x), Axis::Cpu) => {
                     format!("bounded: plateaus at {at} after {x:.1} CPU-seconds")
                 }
+                (Some(x), Axis::Syscalls) => {
+                    format!("bounded: plateaus at {at} after {x:.0} read/write syscalls")
+                }
                 (None, _) => format!("bounded: plateaus at {at}"),
             };
             text + &held
@@ -133,6 +137,10 @@ pub fn heading(a: &Analysis) -> String {
         (Some(r), _) => format!("{r:.0} requests in the analysis window"),
         (None, Some((x0, x1))) if a.axis == Axis::Cpu => format!(
             "judged per CPU-second: {:.2} CPU-seconds of work in the analysis window",
+            x1 - x0
+        ),
+        (None, Some((x0, x1))) if a.axis == Axis::Syscalls => format!(
+            "judged per read/write syscall: {:.0} of them in the analysis window",
             x1 - x0
         ),
         _ => "judged over time".into(),

@@ -151,7 +151,10 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
             exhausted: describe::exhaustion(m),
         })
         .collect();
-    let usable = a.unusable.is_empty();
+    // A load that failed because a resource ran out is the verdict, not a
+    // reason to refuse one: EXHAUSTED explains the failures.
+    let exhausted = breaches.iter().any(|b| b.verdict == Verdict::Exhausted);
+    let usable = a.unusable.is_empty() || exhausted;
     CheckReport {
         schema: CHECK_SCHEMA,
         run: a.dir.clone(),

@@ -221,6 +221,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         .get("console")
         .is_some_and(|c| c.samples > c.failed);
     notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
+    distrust_dropped_tasks(samples, &frame.layout, &mut metrics);
     if let Some(n) = run.meta.oom_kills.filter(|n| *n > 0) {
         notes.push(format!(
             "the OOM killer ended {n} process(es) in the target's cgroup during the recording"
@@ -289,11 +290,7 @@ fn in_flight(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
 fn work_per_second(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
     let w = samples.get(layout.window.clone())?;
     let (a, b) = (w.first()?, w.last()?);
-    let x = |s: &Sample| match layout.axis {
-        Axis::Requests => series::requests(s),
-        Axis::Cpu => series::cpu(s),
-        Axis::Seconds => Some(s.t_ms as f64 / 1000.0),
-    };
+    let x = |s: &Sample| series::x(s, layout.axis);
     let dt = b.t_ms.saturating_sub(a.t_ms) as f64 / 1000.0;
     let v = (x(b)? - x(a)?) / dt;
     (dt > 0.0 && v.is_finite() && v > 0.0).then_some(v)
@@ -510,6 +507,51 @@ fn fd_kinds(f: &Frame) -> Vec<MetricAnalysis> {
         .collect()
 }
 
+/// Events console-subscriber dropped between the window's first and last
+/// sample, when both carry the count.
+fn dropped_in_window(samples: &[Sample], layout: &series::Layout) -> Option<u64> {
+    let dropped = |i: usize| {
+        samples
+            .get(i)
+            .and_then(|s| s.console.as_ref())
+            .map(|c| c.dropped_events)
+    };
+    let (a, b) = (
+        dropped(layout.window.start)?,
+        dropped(layout.window.end.saturating_sub(1))?,
+    );
+    (b > a).then_some(b - a)
+}
+
+/// Live-task counts seen through dropped events are a lower bound: a
+/// LEAK stays a LEAK (it grew at least that much), but "levelled off" or
+/// "no growth" may be spawns the console never saw, so they become
+/// INCONCLUSIVE.
+fn distrust_dropped_tasks(
+    samples: &[Sample],
+    layout: &series::Layout,
+    metrics: &mut [MetricAnalysis],
+) {
+    let Some(n) = dropped_in_window(samples, layout) else {
+        return;
+    };
+    for m in metrics.iter_mut().filter(|m| m.metric == MetricId::Tasks) {
+        if let Some(j) = m.judgement.as_mut() {
+            if matches!(
+                j.verdict,
+                Verdict::Bounded | Verdict::Stable | Verdict::Inconclusive
+            ) {
+                j.verdict = Verdict::Inconclusive;
+                j.reason = format!(
+                    "console-subscriber dropped {n} events during the window, so live-task counts are a lower bound \
+                     and a plateau may be spawns it never saw ({}); load it more gently, or count tasks in-process",
+                    j.reason
+                );
+            }
+        }
+    }
+}
+
 fn console_notes(
     samples: &[Sample],
     layout: &series::Layout,
@@ -519,23 +561,11 @@ fn console_notes(
     let mut notes = Vec::new();
     // Events console-subscriber dropped while the window ran: its task
     // counts are then a lower bound.
-    let dropped = |i: usize| {
-        samples
-            .get(i)
-            .and_then(|s| s.console.as_ref())
-            .map(|c| c.dropped_events)
-    };
-    if let (Some(a), Some(b)) = (
-        dropped(layout.window.start),
-        dropped(layout.window.end.saturating_sub(1)),
-    ) {
-        if b > a {
-            notes.push(format!(
-                "the target's console-subscriber dropped {} events during the window (its event buffer was full): \
-                 live-task counts are a lower bound",
-                b - a
-            ));
-        }
+    if let Some(n) = dropped_in_window(samples, layout) {
+        notes.push(format!(
+            "the target's console-subscriber dropped {n} events during the window (its event buffer was full): \
+             live-task counts are a lower bound"
+        ));
     }
     let memory = metrics
         .iter()
@@ -593,10 +623,6 @@ fn unusable(samples: &[Sample], layout: &series::Layout, load: Option<LoadTotals
 
 fn window_x(samples: &[Sample], layout: &series::Layout) -> Option<(f64, f64)> {
     let w = &samples[layout.window.clone()];
-    let x = |s: &Sample| match layout.axis {
-        Axis::Requests => series::requests(s),
-        Axis::Cpu => series::cpu(s),
-        Axis::Seconds => Some(s.t_ms as f64 / 1000.0),
-    };
+    let x = |s: &Sample| series::x(s, layout.axis);
     Some((x(w.first()?)?, x(w.last()?)?))
 }

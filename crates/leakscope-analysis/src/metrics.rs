@@ -27,7 +27,7 @@ pub enum MetricId {
 }
 
 impl MetricId {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             MetricId::Heap => "heap",
             MetricId::Rss => "rss",

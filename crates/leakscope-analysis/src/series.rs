@@ -8,11 +8,16 @@
 //!    requests that succeeded;
 //! 2. **seconds while leakscope's driver was busy**, when requests were
 //!    counted but finish in bursts too rare to fit against (slow downloads);
-//! 3. **the target's CPU time** (user + system, from `/proc/PID/stat`), when
-//!    nothing counts requests: a service attached with `record --pid` while
-//!    someone else's load runs. Serving costs CPU, so CPU-seconds measure
-//!    work done, and the ticks in which the target burned CPU well above its
-//!    idle level are where it worked.
+//! 3. **the target's read/write syscalls** (`syscr + syscw` in
+//!    `/proc/PID/io`), when nothing counts requests: a service attached with
+//!    `record --pid` while someone else's load runs. Every request costs at
+//!    least a read and a write, while timers, leaked tasks ticking and
+//!    idle housekeeping cost none, so the count grows with requests only,
+//!    and the ticks in which it rose well above its idle level are where
+//!    the target served;
+//! 4. **the target's CPU time** (user + system, from `/proc/PID/stat`),
+//!    when `/proc/PID/io` is unreadable or shows no work: serving costs CPU,
+//!    so CPU-seconds measure work done.
 //!
 //! Without any of these the recording shows no work at all, and nothing can
 //! be judged per unit of it ([`Work::None`]).
@@ -30,6 +35,9 @@ pub const WARM_UP: f64 = 0.10;
 /// Linux architecture.
 pub const CPU_QUANTUM_S: f64 = 0.01;
 
+/// Syscall counts are exact: their quantum is one call.
+pub const SYSCALL_QUANTUM: f64 = 1.0;
+
 /// Two readings of a tick counter are each off by up to one tick, so their
 /// difference by up to two: a working level must stand more than that above
 /// the idle one to be told from it.
@@ -40,6 +48,8 @@ const MIN_SEPARATION_QUANTA: f64 = 3.0;
 pub enum Axis {
     /// Requests served.
     Requests,
+    /// Read/write syscalls the target made.
+    Syscalls,
     /// CPU-seconds the target used.
     Cpu,
     /// Wall-clock seconds.
@@ -51,6 +61,7 @@ impl Axis {
     pub fn per(self) -> &'static str {
         match self {
             Axis::Requests => "per request",
+            Axis::Syscalls => "per read/write syscall",
             Axis::Cpu => "per CPU-second",
             Axis::Seconds => "per second",
         }
@@ -60,6 +71,7 @@ impl Axis {
     pub fn name(self) -> &'static str {
         match self {
             Axis::Requests => "requests served",
+            Axis::Syscalls => "read/write syscalls the target made",
             Axis::Cpu => "CPU-seconds the target used",
             Axis::Seconds => "seconds",
         }
@@ -74,11 +86,16 @@ pub enum Work {
     RequestsCounted,
     /// leakscope's driver was busy, but requests finished too rarely.
     DriverBusy,
+    /// Read/write syscalls above the idle level in part of the recording.
+    IoActive,
+    /// Read/write syscalls at a working level throughout.
+    IoSustained,
     /// CPU above the idle level in part of the recording.
     CpuActive,
     /// CPU busy throughout: no idle stretch to tell apart.
     CpuSustained,
-    /// No counter advanced and the CPU never rose above its idle level.
+    /// No counter advanced and neither syscalls nor CPU rose above their
+    /// idle level.
     None,
 }
 
@@ -94,6 +111,8 @@ pub enum Unit {
 pub struct Point {
     pub t: f64,
     pub requests: Option<f64>,
+    /// Read/write syscalls the target had made by then.
+    pub syscalls: Option<f64>,
     /// CPU-seconds the target had used by then.
     pub cpu: Option<f64>,
     pub y: f64,
@@ -103,6 +122,7 @@ impl Point {
     pub fn x(&self, axis: Axis) -> Option<f64> {
         match axis {
             Axis::Requests => self.requests,
+            Axis::Syscalls => self.syscalls,
             Axis::Cpu => self.cpu,
             Axis::Seconds => Some(self.t),
         }
@@ -138,6 +158,20 @@ pub fn cpu(s: &Sample) -> Option<f64> {
         .map(|p| p.cpu_user_seconds + p.cpu_system_seconds)
 }
 
+pub fn syscalls(s: &Sample) -> Option<f64> {
+    s.proc.as_ref()?.io_syscalls.map(|n| n as f64)
+}
+
+/// Where sample `s` lies on `axis`.
+pub fn x(s: &Sample, axis: Axis) -> Option<f64> {
+    match axis {
+        Axis::Requests => requests(s),
+        Axis::Syscalls => syscalls(s),
+        Axis::Cpu => cpu(s),
+        Axis::Seconds => Some(s.t_ms as f64 / 1000.0),
+    }
+}
+
 /// Finds the work in the samples; see the module doc for the order.
 pub fn layout(samples: &[Sample]) -> Layout {
     let reqs: Vec<Option<f64>> = samples.iter().map(requests).collect();
@@ -153,7 +187,15 @@ pub fn layout(samples: &[Sample]) -> Layout {
         l.sparse_requests = sparse;
         return l;
     }
-    let mut l = cpu_layout(samples);
+    let mut l = activity_layout(samples, Axis::Syscalls, SYSCALL_QUANTUM)
+        .filter(|l| l.work != Work::None)
+        .unwrap_or_else(|| {
+            activity_layout(samples, Axis::Cpu, CPU_QUANTUM_S).unwrap_or_else(|| {
+                let mut l = whole(samples, Axis::Seconds, Work::None);
+                l.idle = samples.len()..samples.len();
+                l
+            })
+        });
     l.sparse_requests = sparse;
     l
 }
@@ -198,11 +240,7 @@ fn driver_busy(samples: &[Sample]) -> Option<(usize, usize)> {
 
 /// A window over samples `first..=last` on `axis`, warm-up dropped.
 fn span_layout(samples: &[Sample], first: usize, last: usize, axis: Axis, work: Work) -> Layout {
-    let x = |i: usize| match axis {
-        Axis::Cpu => samples.get(i).and_then(cpu),
-        Axis::Seconds => samples.get(i).map(|s| s.t_ms as f64 / 1000.0),
-        Axis::Requests => samples.get(i).and_then(requests),
-    };
+    let x = |i: usize| samples.get(i).and_then(|s| x(s, axis));
     let (x0, x1) = (x(first).unwrap_or(0.0), x(last).unwrap_or(0.0));
     let from = x0 + WARM_UP * (x1 - x0);
     let start = (first..=last)
@@ -221,35 +259,30 @@ fn span_layout(samples: &[Sample], first: usize, last: usize, axis: Axis, work: 
     }
 }
 
-/// The CPU axis: the window spans the ticks in which the target burned CPU
-/// at its working level rather than its idle one.
-fn cpu_layout(samples: &[Sample]) -> Layout {
+/// The whole recording as the window, with no baseline or idle tail.
+fn whole(samples: &[Sample], axis: Axis, work: Work) -> Layout {
     let n = samples.len();
-    let whole = |work| {
-        let mut l = span_layout(samples, 0, n.saturating_sub(1), Axis::Seconds, work);
-        l.baseline = 0..0;
-        l.idle = n..n;
-        l
+    let mut l = span_layout(samples, 0, n.saturating_sub(1), axis, work);
+    l.baseline = 0..0;
+    l.idle = n..n;
+    l
+}
+
+/// An activity axis (syscalls or CPU): the window spans the ticks in which
+/// the counter rose at its working level rather than its idle one. `None`
+/// when too few samples carry the counter.
+fn activity_layout(samples: &[Sample], axis: Axis, quantum: f64) -> Option<Layout> {
+    let (active, sustained) = match axis {
+        Axis::Syscalls => (Work::IoActive, Work::IoSustained),
+        _ => (Work::CpuActive, Work::CpuSustained),
     };
-    match working_ticks(samples) {
-        Activity::Part(first, last) => {
-            // Tick `first` is the interval that ends at sample `first`: the
-            // work began after sample `first - 1`, the last idle level.
-            span_layout(samples, first - 1, last, Axis::Cpu, Work::CpuActive)
-        }
-        Activity::Throughout => {
-            let mut l = span_layout(
-                samples,
-                0,
-                n.saturating_sub(1),
-                Axis::Cpu,
-                Work::CpuSustained,
-            );
-            l.idle = n..n;
-            l
-        }
-        Activity::None => whole(Work::None),
-    }
+    Some(match working_ticks(samples, |s| x(s, axis), quantum)? {
+        // Tick `first` is the interval that ends at sample `first`: the
+        // work began after sample `first - 1`, the last idle level.
+        Activity::Part(first, last) => span_layout(samples, first - 1, last, axis, active),
+        Activity::Throughout => whole(samples, axis, sustained),
+        Activity::None => whole(samples, Axis::Seconds, Work::None),
+    })
 }
 
 enum Activity {
@@ -259,35 +292,40 @@ enum Activity {
     None,
 }
 
-/// Classifies each tick's CPU rate as working or idle by two-means (each
-/// tick goes to the nearer of the two levels), provided the levels stand
-/// apart by more than the counter's quantization. A lone working tick
-/// between idle ones is not work: the sidecar's own heap-profile dump or a
-/// scrape costs one tick of CPU in the target.
-fn working_ticks(samples: &[Sample]) -> Activity {
+/// Classifies each tick's rate of `counter` as working or idle by
+/// two-means (each tick goes to the nearer of the two levels), provided the
+/// levels stand apart by more than the counter's quantization. A lone
+/// working tick between idle ones is not work: the sidecar's own
+/// heap-profile dump or a scrape costs one tick of work in the target.
+/// `None` when fewer than two ticks carry the counter.
+fn working_ticks(
+    samples: &[Sample],
+    counter: impl Fn(&Sample) -> Option<f64>,
+    quantum: f64,
+) -> Option<Activity> {
     let rates: Vec<Option<(f64, f64)>> = (1..samples.len())
         .map(|i| {
-            let (a, b) = (cpu(&samples[i - 1])?, cpu(&samples[i])?);
+            let (a, b) = (counter(&samples[i - 1])?, counter(&samples[i])?);
             let dt = (samples[i].t_ms.saturating_sub(samples[i - 1].t_ms)) as f64 / 1000.0;
             (dt > 0.0).then(|| ((b - a).max(0.0) / dt, dt))
         })
         .collect();
     let known: Vec<f64> = rates.iter().flatten().map(|r| r.0).collect();
     if known.len() < 2 {
-        return Activity::None;
+        return None;
     }
     let mut dts: Vec<f64> = rates.iter().flatten().map(|r| r.1).collect();
     let dt = crate::median(&mut dts).unwrap_or(1.0);
-    let resolvable = MIN_SEPARATION_QUANTA * CPU_QUANTUM_S / dt;
+    let resolvable = MIN_SEPARATION_QUANTA * quantum / dt;
     let (lo, hi) = two_means(&known);
     if hi - lo < resolvable {
         let mut all = known.clone();
         let level = crate::median(&mut all).unwrap_or(0.0);
-        return if level >= resolvable {
+        return Some(if level >= resolvable {
             Activity::Throughout
         } else {
             Activity::None
-        };
+        });
     }
     let threshold = (lo + hi) / 2.0;
     // working[i] is the tick ending at sample i + 1.
@@ -300,10 +338,10 @@ fn working_ticks(samples: &[Sample]) -> Activity {
     };
     let first = (0..working.len()).find(|&i| kept(i));
     let last = (0..working.len()).rev().find(|&i| kept(i));
-    match (first, last) {
+    Some(match (first, last) {
         (Some(f), Some(l)) => Activity::Part(f + 1, l + 1),
         _ => Activity::None,
-    }
+    })
 }
 
 /// The two levels of a one-dimensional two-means split (Lloyd's iteration
@@ -335,6 +373,7 @@ pub fn points(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> Vec
             value(s).map(|y| Point {
                 t: s.t_ms as f64 / 1000.0,
                 requests: requests(s),
+                syscalls: syscalls(s),
                 cpu: cpu(s),
                 y,
             })

@@ -28,12 +28,17 @@
 //!    noise floor above the baseline taken before the work: BOUNDED (it
 //!    rose with the work and stayed: in-flight buffers, pools, a warm cache).
 //! 4. Otherwise: STABLE.
-//! 5. The idle tail, when it has at least [`MIN_IDLE`] samples, is evidence:
+//! 5. The idle tail, when it has at least [`MIN_IDLE`] samples, is evidence
+//!    (its level is the median of its last [`MIN_IDLE`] samples, so what is
+//!    released during the settle counts):
 //!    - back within one noise floor of the baseline: whatever rose was held
 //!      only while requests were in flight, and a leak never gives back, so
 //!      the verdict is STABLE ("held in flight") whatever 2–3 said;
 //!    - still a floor or more above it: a LEAK is confirmed ("kept once
-//!      idle"); a BOUNDED stays BOUNDED (a cache keeps its entries too).
+//!      idle"), unless it fell more than a floor from where the work left
+//!      it and kept less than the window grew: that is BOUNDED (a TTL cache
+//!      that purged, leaving a map's capacity), since a leak keeps what it
+//!      grew; a BOUNDED stays BOUNDED (a cache keeps its entries too).
 //!
 //! The floors are physical (see [`crate::metrics`]); the one ratio, half
 //! the overall rate, splits "still growing" from "levelling off" in the
@@ -110,7 +115,8 @@ pub struct Judgement {
     /// The median of the window's last third: where the level stood when
     /// the work ended.
     pub tail_level: Option<f64>,
-    /// The idle tail's median, when it had [`MIN_IDLE`] samples.
+    /// The median of the idle tail's last [`MIN_IDLE`] samples, when it had
+    /// that many.
     pub idle_level: Option<f64>,
     /// What the idle tail showed.
     pub idle: IdleEvidence,
@@ -241,17 +247,23 @@ fn apply_idle(j: &mut Judgement, e: &Evidence, fmt: &dyn Fn(f64) -> String) {
     if e.idle.len() < MIN_IDLE {
         return;
     }
-    let (Some(start), Some(idle)) = (j.start_level, crate::median(&mut e.idle.to_vec())) else {
+    // The end of the tail decides: what is released during the settle (a
+    // TTL purge, console-subscriber's retention) shows in its last samples.
+    let end = &e.idle[e.idle.len() - MIN_IDLE..];
+    let (Some(start), Some(idle)) = (j.start_level, crate::median(&mut end.to_vec())) else {
         return;
     };
     j.idle_level = Some(idle);
     let kept = idle - start;
     if kept < e.floor {
         j.idle = IdleEvidence::Returned;
+        // An INCONCLUSIVE window (too short or slowing) counts too: a leak
+        // never gives back, whatever the window could not decide.
+        let judged = j.fit.is_some() || j.verdict == Verdict::Inconclusive && j.growth > 0.0;
         if matches!(
             j.verdict,
             Verdict::Leak | Verdict::Bounded | Verdict::Inconclusive
-        ) && j.fit.is_some()
+        ) && judged
         {
             let peak = j.plateau.or(j.tail_level).unwrap_or(start + j.growth);
             j.verdict = Verdict::Stable;
@@ -265,6 +277,19 @@ fn apply_idle(j: &mut Judgement, e: &Evidence, fmt: &dyn Fn(f64) -> String) {
                 fmt(start)
             );
         }
+    } else if j.verdict == Verdict::Leak && gave_back(e, idle) && kept + e.floor < j.growth {
+        // It kept something, but fell from where the work left it and kept
+        // less than the window grew: a leak keeps all its growth (a TTL
+        // cache purging while a map keeps its capacity does not).
+        j.idle = IdleEvidence::Kept;
+        let peak = window_end(e).unwrap_or(start + j.growth);
+        j.verdict = Verdict::Bounded;
+        j.plateau = Some(peak);
+        j.reason = format!(
+            "grew {} while working, then gave back all but {} once idle: a leak keeps what it grew",
+            fmt(j.growth),
+            fmt(kept)
+        );
     } else {
         j.idle = IdleEvidence::Kept;
         if j.verdict == Verdict::Leak {
@@ -274,6 +299,19 @@ fn apply_idle(j: &mut Judgement, e: &Evidence, fmt: &dyn Fn(f64) -> String) {
             ));
         }
     }
+}
+
+/// The level where the work left off: the median of the window's last
+/// [`MIN_IDLE`] points.
+fn window_end(e: &Evidence) -> Option<f64> {
+    let from = e.window.len().checked_sub(MIN_IDLE)?;
+    crate::median(&mut e.window[from..].iter().map(|p| p.1).collect::<Vec<_>>())
+}
+
+/// Whether the idle level fell more than a floor below where the work left
+/// off. A count that lags (console-subscriber catching up) rises instead.
+fn gave_back(e: &Evidence, idle: f64) -> bool {
+    window_end(e).is_some_and(|end| end - idle > e.floor)
 }
 
 /// Rules 1–4, on the window alone.

@@ -275,3 +275,124 @@ fn runs_a_gate_cannot_trust_are_unusable() {
     let (_d, a) = write(meta(), (0..30u64).map(|i| proc(i, 0.0, 12)));
     assert!(a.unusable.iter().any(|u| u.contains("no measurable work")));
 }
+
+/// An fd leak that ran into its limit is the finding, not a reason to
+/// refuse a verdict: the load failing afterwards does not make the run
+/// unusable, and the gate fails it (exit 1, not 2).
+#[test]
+fn a_load_that_failed_because_fds_ran_out_is_judged_not_refused() {
+    let mut m = meta();
+    m.limits.open_files = Some(256);
+    let samples = (0..40u64).map(|i| {
+        let served = (i.saturating_sub(2) * 20).min(240);
+        let mut s = proc(i, i as f64 * 0.2, (12 + served).min(256));
+        s.load = Some(LoadSample {
+            requests_total: served,
+            done: served,
+            failed: i.saturating_sub(14) * 400,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(m, samples);
+    assert!(!a.unusable.is_empty(), "most of this load failed");
+    let r = gate(&a);
+    assert!(r.usable && !r.pass, "{:?} {:?}", r.unusable, r.breaches);
+    assert!(r
+        .breaches
+        .iter()
+        .any(|b| b.metric == "fds" && b.verdict == Verdict::Exhausted));
+}
+
+/// Attached by pid with /proc/PID/io readable: the window is where the
+/// target made read/write syscalls, not where it burned CPU. Leaked tasks
+/// ticking keep the CPU busy after the load; they make no syscalls.
+#[test]
+fn attached_the_window_follows_syscalls_not_cpu_kept_busy_by_timers() {
+    let (mut cpu, mut calls, mut fds) = (0.0, 100u64, 12);
+    let samples = (0..60u64).map(|i| {
+        let serving = (10..30).contains(&i);
+        // After the load, ticking timers burn as much CPU as serving did.
+        cpu += if i >= 10 { 0.2 } else { 0.0 };
+        if serving {
+            calls += 4_000 + 10 * (i % 3);
+            fds += 40;
+        }
+        calls += 2; // the console's own stream, a constant trickle
+        let mut s = proc(i, cpu, fds);
+        s.proc.as_mut().unwrap().io_syscalls = Some(calls);
+        s
+    });
+    let (_d, a) = write(meta(), samples);
+    assert_eq!((a.axis, a.work), (Axis::Syscalls, Work::IoActive));
+    assert!(a.idle.1 - a.idle.0 >= 25, "idle tail {:?}", a.idle);
+    let m = a.metric("fds").unwrap();
+    let j = m.judgement.as_ref().unwrap();
+    assert_eq!(m.verdict(), Some(Verdict::Leak), "{j:?}");
+    assert_eq!(j.idle, IdleEvidence::Kept);
+    let slope = m.slope.unwrap().value;
+    assert!((slope - 0.01).abs() < 0.001, "{slope} fds per syscall");
+}
+
+/// A TTL cache under a burst: the heap grows with the work, then the purge
+/// gives nearly all of it back, and the map keeps its capacity (more than
+/// a floor). A leak keeps what it grew, so this is BOUNDED, not a LEAK.
+#[test]
+fn growth_given_back_once_idle_is_not_a_leak_even_if_a_remnant_stays() {
+    let samples = (0..50u64).map(|i| {
+        let served = i.saturating_sub(5).min(20) * 1000;
+        let heap = match i {
+            0..=5 => 5 * MIB,
+            6..=25 => 5 * MIB + (i - 5) * 8 * MIB,
+            // Idle, before the purge: all of it still held.
+            26..=29 => 165 * MIB,
+            _ => 8 * MIB,
+        };
+        let mut s = proc(i, i as f64 * 0.1, 12);
+        s.heap = Some(HeapSample {
+            allocated: Some(heap),
+            ..HeapSample::default()
+        });
+        s.load = Some(LoadSample {
+            requests_total: served,
+            done: served,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(meta(), samples);
+    let m = a.metric("heap").unwrap();
+    let j = m.judgement.as_ref().unwrap();
+    assert_eq!(m.verdict(), Some(Verdict::Bounded), "{j:?}");
+    assert!(j.reason.contains("gave back"), "{}", j.reason);
+    assert!(gate(&a).pass);
+}
+
+/// A count that lags (console-subscriber catching up after the load) keeps
+/// rising in the idle tail: nothing was given back, so the leak stands even
+/// though the fitted growth runs ahead of the lagging readings.
+#[test]
+fn a_lagging_count_that_rises_once_idle_is_still_a_leak() {
+    let samples = (0..50u64).map(|i| {
+        let served = i.saturating_sub(5).min(30) * 250;
+        let mut s = proc(i, i as f64 * 0.1, 12);
+        s.load = Some(LoadSample {
+            requests_total: served,
+            done: served,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        // Seen 2 samples late, then catching up by 30 a sample once idle.
+        let seen = i.saturating_sub(7).min(30) * 220 + i.saturating_sub(37) * 30;
+        s.console = Some(leakscope_rundir::ConsoleSample {
+            live_tasks: 3 + seen,
+            ..Default::default()
+        });
+        s
+    });
+    let (_d, a) = write(meta(), samples);
+    let m = a.metric("tasks").unwrap();
+    assert_eq!(m.verdict(), Some(Verdict::Leak), "{:?}", m.judgement);
+}

@@ -42,6 +42,13 @@ pub struct ProcSample {
     pub threads: u64,
     pub cpu_user_seconds: f64,
     pub cpu_system_seconds: f64,
+    /// read- and write-family syscalls so far (`syscr + syscw` in
+    /// /proc/PID/io; sockets included): every request served costs at least
+    /// one of each, while timers and idle housekeeping cost none, so it
+    /// tells when a target attached by pid was serving. `None` when
+    /// /proc/PID/io is unreadable, and in runs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_syscalls: Option<u64>,
     pub fds: u64,
     /// file, socket, pipe, anon_inode, other.
     pub fds_by_kind: BTreeMap<String, u64>,

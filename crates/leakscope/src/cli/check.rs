@@ -13,12 +13,14 @@ use leakscope_analysis::{describe, gate, Analysis};
 pub struct CheckArgs {
     /// The run directory to judge.
     pub run: PathBuf,
-    /// Most heap a LEAK may add per request before the gate fails.
-    #[arg(long, default_value = "1KiB", value_name = "SIZE")]
+    /// Most heap a LEAK may add per request before the gate fails. A LEAK
+    /// already means growth in step with the work that stayed once idle,
+    /// so by default any of it fails; raise this to tolerate a known one.
+    #[arg(long, default_value = "0", value_name = "SIZE")]
     pub max_heap_per_request: ByteSize,
     /// Most RSS a LEAK may add per request; gated only when the run has no
     /// heap figures (no agent), since RSS adds allocator retention to them.
-    #[arg(long, default_value = "1KiB", value_name = "SIZE")]
+    #[arg(long, default_value = "0", value_name = "SIZE")]
     pub max_rss_per_request: ByteSize,
     /// Most fds a LEAK may add per request.
     #[arg(long, default_value_t = 0.0, value_name = "N", value_parser = limit)]

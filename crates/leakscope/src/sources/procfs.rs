@@ -62,6 +62,9 @@ impl ProcSource {
             threads: status.threads,
             cpu_user_seconds: stat.utime as f64 / self.ticks_per_second,
             cpu_system_seconds: stat.stime as f64 / self.ticks_per_second,
+            // Unreadable without ptrace access (as fds are); the work axis
+            // then falls back to CPU time.
+            io_syscalls: self.process.io().ok().map(|io| io.syscr + io.syscw),
             ..ProcSample::default()
         };
         let mut files: HashMap<String, u64> = HashMap::new();
