@@ -87,8 +87,17 @@ impl Scenario {
             .replace("{dir}", &self.data_path())
     }
 
+    /// The metric the scenario's resource is measured by: the server says
+    /// "allocation-rate" for what the analysis calls `alloc`.
+    pub fn metric(&self) -> Option<leakscope_analysis::MetricId> {
+        match self.resource.as_str() {
+            "allocation-rate" => Some(leakscope_analysis::MetricId::Alloc),
+            other => leakscope_analysis::MetricId::parse(other),
+        }
+    }
+
     pub fn needs_console(&self) -> bool {
-        self.resource == "tasks"
+        self.metric() == Some(leakscope_analysis::MetricId::Tasks)
     }
 }
 

@@ -11,7 +11,7 @@
 //! kernel's socket buffers absorb, and is still far from what a streaming
 //! handler holds (a few chunks).
 
-use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, Unit, Verdict};
+use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, MetricId, Unit, Verdict};
 
 use crate::catalogue::{Scenario, Symptom};
 
@@ -25,16 +25,19 @@ pub struct Outcome {
     pub failure: Option<String>,
 }
 
-fn metric_id(resource: &str) -> &str {
-    match resource {
-        "allocation-rate" => "alloc",
-        other => other,
-    }
-}
-
 pub fn check(scenario: &Scenario, variant: &str, a: &Analysis) -> Outcome {
     let leaky = variant == "leaky";
-    let id = metric_id(&scenario.resource);
+    let Some(metric) = scenario.metric() else {
+        return Outcome {
+            measured: "-".into(),
+            expected: expectation(scenario, leaky),
+            failure: Some(format!(
+                "the server names resource {:?}, which is no metric leakscope measures",
+                scenario.resource
+            )),
+        };
+    };
+    let id = metric.as_str();
     let Some(m) = a.metric(id) else {
         return Outcome {
             measured: format!("no {id} figures"),
@@ -51,8 +54,9 @@ pub fn check(scenario: &Scenario, variant: &str, a: &Analysis) -> Outcome {
         // Beyond its own symptom, a fix must not leak anything else, save
         // memory in a console run: the analysis itself says that is
         // console-subscriber's retention, not the target.
-        let judged =
-            |o: &&MetricAnalysis| !(a.console_on && matches!(o.id.as_str(), "heap" | "rss"));
+        let judged = |o: &&MetricAnalysis| {
+            !(a.console_on && matches!(o.metric, MetricId::Heap | MetricId::Rss))
+        };
         if let Some(other) = a
             .metrics
             .iter()

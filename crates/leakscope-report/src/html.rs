@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use leakscope_analysis::attribution::Growth;
-use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, Unit};
+use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, Unit, METRICS};
 use minijinja::value::{Serde, Value};
 use minijinja::{context, Environment};
 use serde::Serialize;
@@ -24,18 +24,20 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// Metrics shown in the index, in this order.
-pub const INDEX_METRICS: &[&str] = &["heap", "rss", "tasks", "fds", "alloc"];
-
 #[derive(Serialize)]
 struct Cell {
     verdict: Option<String>,
     text: String,
+    /// What an operator must see first: when an EXHAUSTED metric hit its
+    /// ceiling and what failed, or when a LEAK will.
+    alert: Option<String>,
 }
 
 #[derive(Serialize)]
 struct IndexRow {
     variant: String,
+    /// "per request", "per read/write syscall": what the slopes are per.
+    per: &'static str,
     cells: Vec<Cell>,
 }
 
@@ -49,6 +51,12 @@ struct IndexScenario {
 #[derive(Serialize)]
 struct Column {
     title: &'static str,
+}
+
+/// The exhaustion (when and what failed) of an EXHAUSTED metric, else the
+/// forecast of a LEAK: the line an operator acts on.
+fn alert(m: &MetricAnalysis, axis: Axis) -> Option<String> {
+    describe::exhaustion(m).or_else(|| describe::forecast(m, axis))
 }
 
 /// File name of a scenario's page: its name, made safe.
@@ -83,14 +91,7 @@ pub fn index(
     groups: &BTreeMap<String, Vec<&Analysis>>,
     runs: usize,
 ) -> Result<String, minijinja::Error> {
-    let titles = [
-        ("heap", "heap"),
-        ("rss", "RSS"),
-        ("tasks", "tasks"),
-        ("fds", "fds"),
-        ("alloc", "allocation"),
-    ];
-    let columns: Vec<Column> = titles.iter().map(|t| Column { title: t.1 }).collect();
+    let columns: Vec<Column> = METRICS.iter().map(|d| Column { title: d.short }).collect();
     let scenarios: Vec<IndexScenario> = groups
         .iter()
         .map(|(name, list)| IndexScenario {
@@ -100,16 +101,19 @@ pub fn index(
                 .iter()
                 .map(|a| IndexRow {
                     variant: a.variant(),
-                    cells: INDEX_METRICS
+                    per: a.axis.per(),
+                    cells: METRICS
                         .iter()
-                        .map(|id| match a.metric(id) {
+                        .map(|d| match a.metric(d.id.as_str()) {
                             Some(m) => Cell {
                                 verdict: m.verdict().map(|v| v.to_string()),
                                 text: short(m, a.axis),
+                                alert: alert(m, a.axis),
                             },
                             None => Cell {
                                 verdict: None,
                                 text: "not recorded".into(),
+                                alert: None,
                             },
                         })
                         .collect(),
@@ -132,6 +136,9 @@ struct Row {
     verdict: Option<String>,
     text: String,
     reason: String,
+    /// "judged per request over requests served".
+    axis: String,
+    alert: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -448,6 +455,8 @@ pub fn scenario(
                         .as_ref()
                         .map(|j| j.reason.clone())
                         .unwrap_or_default(),
+                    axis: format!("judged {}, over {}", a.axis.per(), a.axis.name()),
+                    alert: alert(m, a.axis),
                 })
                 .collect();
             let on = |axis: Axis| -> Vec<Vec<(f64, f64)>> {
@@ -464,7 +473,11 @@ pub fn scenario(
             let mut charts = Vec::new();
             // Over each axis some run was judged on, with its fitted line;
             // always over time, for the whole story.
-            for (axis, what) in [(Axis::Requests, "requests"), (Axis::Cpu, "CPU time")] {
+            for (axis, what) in [
+                (Axis::Requests, "requests"),
+                (Axis::Syscalls, "read/write syscalls"),
+                (Axis::Cpu, "CPU time"),
+            ] {
                 let data = on(axis);
                 let judged = present.iter().any(|(a, _)| a.axis == axis);
                 if judged && data.iter().any(|p| p.len() > 1) {
