@@ -12,6 +12,7 @@ mod console;
 mod expect;
 mod profile;
 mod workspace;
+mod zoo;
 
 use std::process::{Command, ExitCode};
 
@@ -27,7 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Every test: the workspace, the feature builds `cargo test
-    /// --workspace` cannot cover, and an end-to-end `profile --quick`
+    /// --workspace` cannot cover, an end-to-end `profile --quick` and the
+    /// leak zoo
     Test,
     /// The criterion benchmarks (ratios measured side by side in one run);
     /// arguments after `--` go to `cargo bench`
@@ -41,6 +43,9 @@ enum Cmd {
     /// Run the server with console-subscriber on 127.0.0.1:6669 and a light
     /// mixed load, for a live tokio-console
     Console(console::ConsoleArgs),
+    /// Judge every leak-zoo mode, driven every way users drive leakscope,
+    /// against the zoo's published truth
+    Zoo(zoo::ZooArgs),
 }
 
 /// Each run: what it covers, and cargo's arguments.
@@ -117,8 +122,17 @@ fn test() -> ExitCode {
     if !passes(cmd) {
         failed.push(what);
     }
+    // leakscope on a service it was not written against: every leak-zoo
+    // mode, every way, held to the zoo's truth.
+    let what = "leak zoo: cargo xtask zoo";
+    eprintln!("xtask test: {what}");
+    let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "xtask".into()));
+    cmd.arg("zoo");
+    if !passes(cmd) {
+        failed.push(what);
+    }
     if failed.is_empty() {
-        eprintln!("xtask test: all {} runs passed", TEST_RUNS.len() + 1);
+        eprintln!("xtask test: all {} runs passed", TEST_RUNS.len() + 2);
         ExitCode::SUCCESS
     } else {
         eprintln!("xtask test: FAILED: {}", failed.join("; "));
@@ -147,5 +161,6 @@ fn main() -> ExitCode {
         Cmd::Bench { args } => bench(&args),
         Cmd::Profile(args) => profile::run(args),
         Cmd::Console(args) => console::run(args),
+        Cmd::Zoo(args) => zoo::run(args),
     }
 }

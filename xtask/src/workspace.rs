@@ -28,10 +28,11 @@ pub fn cargo() -> String {
 pub struct Bins {
     pub server: PathBuf,
     pub leakscope: PathBuf,
+    pub zoo: PathBuf,
 }
 
 pub fn build_release() -> Result<Bins> {
-    eprintln!("xtask: building the release binaries (download-server, leakscope)");
+    eprintln!("xtask: building the release binaries (download-server, leakscope, leak-zoo)");
     let status = Command::new(cargo())
         .current_dir(root())
         .args([
@@ -41,6 +42,8 @@ pub fn build_release() -> Result<Bins> {
             "download-server",
             "-p",
             "leakscope",
+            "-p",
+            "leak-zoo",
         ])
         .status()
         .context("running cargo build")?;
@@ -51,5 +54,6 @@ pub fn build_release() -> Result<Bins> {
     Ok(Bins {
         server: dir.join("download-server"),
         leakscope: dir.join("leakscope"),
+        zoo: dir.join("leak-zoo"),
     })
 }
