@@ -36,7 +36,8 @@
 //!      the verdict is STABLE ("held in flight") whatever 2–3 said;
 //!    - still a floor or more above it: a LEAK is confirmed ("kept once
 //!      idle"), unless it fell more than a floor from where the work left
-//!      it and kept less than the window grew: that is BOUNDED (a TTL cache
+//!      it and kept less than the window grew: that is BOUNDED, as is an
+//!      INCONCLUSIVE window that did the same (a TTL cache
 //!      that purged, leaving a map's capacity), since a leak keeps what it
 //!      grew; a BOUNDED stays BOUNDED (a cache keeps its entries too).
 //!
@@ -277,7 +278,10 @@ fn apply_idle(j: &mut Judgement, e: &Evidence, fmt: &dyn Fn(f64) -> String) {
                 fmt(start)
             );
         }
-    } else if j.verdict == Verdict::Leak && gave_back(e, idle) && kept + e.floor < j.growth {
+    } else if matches!(j.verdict, Verdict::Leak | Verdict::Inconclusive)
+        && gave_back(e, idle)
+        && kept + e.floor < j.growth
+    {
         // It kept something, but fell from where the work left it and kept
         // less than the window grew: a leak keeps all its growth (a TTL
         // cache purging while a map keeps its capacity does not).
