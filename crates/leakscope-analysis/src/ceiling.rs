@@ -153,12 +153,43 @@ fn line_around(buf: &[u8], at: usize) -> String {
         .iter()
         .position(|b| *b == b'\n')
         .map_or(hi, |p| at + p);
-    String::from_utf8_lossy(&buf[start..end]).trim().to_string()
+    strip_ansi(&String::from_utf8_lossy(&buf[start..end]))
+        .trim()
+        .to_string()
+}
+
+/// Drops terminal colour codes (ESC [ parameters final-byte): tracing's
+/// default formatter writes them even into a file, and a quoted log line
+/// must read as text.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, up to the final byte @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_log_lines_lose_their_colour_codes() {
+        let line = "\u{1b}[2m12:00\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m error=Too many open files";
+        assert_eq!(strip_ansi(line), "12:00 ERROR error=Too many open files");
+        assert_eq!(strip_ansi("plain [31m text"), "plain [31m text");
+    }
 
     #[test]
     fn log_signs_count_across_chunks_and_quote_the_first_line() {

@@ -56,7 +56,17 @@ struct Column {
 /// The exhaustion (when and what failed) of an EXHAUSTED metric, else the
 /// forecast of a LEAK: the line an operator acts on.
 fn alert(m: &MetricAnalysis, axis: Axis) -> Option<String> {
-    describe::exhaustion(m).or_else(|| describe::forecast(m, axis))
+    match m.exhaustion {
+        // "reached its ceiling (RLIMIT_NOFILE of 20000) at 7.8 s …", then
+        // what failed afterwards.
+        Some(_) => Some(
+            std::iter::once(describe::metric(m, axis))
+                .chain(describe::exhaustion(m))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None => describe::forecast(m, axis),
+    }
 }
 
 /// File name of a scenario's page: its name, made safe.
