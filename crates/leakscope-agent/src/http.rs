@@ -180,6 +180,7 @@ async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
             | "/debug/pprof/heap"
             | "/debug/pprof/profile"
             | "/debug/tasks"
+            | "/debug/tasks/dump"
     );
     if !known {
         return text(
@@ -209,6 +210,7 @@ async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
             Err(r) => r.into(),
             Ok(_) => json(&crate::runtime::stats(&state.runtime)),
         },
+        "/debug/tasks/dump" => task_dump(state, uri).await,
         "/debug/pprof/heap" => heap_profile(state, uri).await,
         _ => cpu_profile(uri).await,
     }
@@ -234,6 +236,8 @@ struct Features {
     console: bool,
     dhat_heap: bool,
     tokio_unstable: bool,
+    taskdump: bool,
+    task_hooks: bool,
 }
 
 #[derive(Serialize)]
@@ -263,6 +267,8 @@ fn index(state: &State) -> Index {
             console: cfg!(feature = "console"),
             dhat_heap: dhat,
             tokio_unstable: cfg!(tokio_unstable),
+            taskdump: cfg!(feature = "taskdump"),
+            task_hooks: crate::tasks::installed(),
         },
         endpoints: vec![
             Endpoint {
@@ -283,11 +289,89 @@ fn index(state: &State) -> Index {
             Endpoint {
                 path: "/debug/tasks",
                 available: true,
-                what: "tokio runtime metrics of the host runtime (JSON)",
+                what:
+                    "tokio runtime metrics of the host runtime, and live tasks by spawn site when \
+                       the runtime has the agent's task hooks (JSON)",
+            },
+            Endpoint {
+                path: "/debug/tasks/dump",
+                available: cfg!(feature = "taskdump"),
+                what: "every task's parked stack, grouped by spawn site; ?seconds=N (deadline, \
+                       default 10)&format=json|text",
             },
         ],
         dhat_file: state.dhat_file.as_ref().map(|p| p.display().to_string()),
     }
+}
+
+/// Longest a task dump may take: past it the runtime is stuck (a blocked
+/// worker), and waiting longer tells nothing more.
+const MAX_DUMP_SECONDS: u64 = 60;
+
+async fn task_dump(state: &State, uri: &http::Uri) -> Resp {
+    let pairs = match query(uri, &["seconds", "format"]) {
+        Ok(p) => p,
+        Err(r) => return r.into(),
+    };
+    let seconds = match param(&pairs, "seconds").map(str::parse::<u64>) {
+        None => 10,
+        Some(Ok(s)) if (1..=MAX_DUMP_SECONDS).contains(&s) => s,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("seconds must be a whole number from 1 to {MAX_DUMP_SECONDS}"),
+            )
+        }
+    };
+    let as_text = match param(&pairs, "format") {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("format={other:?} is not one of json, text"),
+            )
+        }
+    };
+    #[cfg(feature = "taskdump")]
+    {
+        match crate::tasks::dump(&state.runtime, Duration::from_secs(seconds)).await {
+            Ok(d) if as_text => text(StatusCode::OK, render_dump(&d)),
+            Ok(d) => json(&d),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    #[cfg(not(feature = "taskdump"))]
+    {
+        let _ = (state, seconds, as_text);
+        error(AgentError::FeatureOff {
+            endpoint: "/debug/tasks/dump",
+            feature: "taskdump",
+        })
+    }
+}
+
+/// The dump for a terminal: one paragraph per group.
+#[cfg(feature = "taskdump")]
+fn render_dump(d: &leakscope_rundir::TaskDump) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{} tasks traced in {} ms, symbolized in {} ms\n",
+        d.tasks, d.trace_ms, d.symbolize_ms
+    );
+    for g in &d.groups {
+        let _ = writeln!(
+            out,
+            "\n{} tasks spawned at {}, parked at {}",
+            g.count,
+            g.spawned_at.as_deref().unwrap_or("an unknown site"),
+            g.parked_at()
+        );
+        for f in &g.stack {
+            let _ = writeln!(out, "    {}", f.short());
+        }
+    }
+    out
 }
 
 async fn heap_profile(state: &State, uri: &http::Uri) -> Resp {

@@ -36,6 +36,7 @@ mod dhat_session;
 pub mod heap;
 mod http;
 pub mod runtime;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +101,8 @@ pub enum AgentError {
     Allocator(String),
     #[error("profile: {0}")]
     Profile(String),
+    #[error("task dump: {0}")]
+    Dump(String),
     #[error("starting a thread: {0}")]
     Thread(String),
 }

@@ -26,6 +26,9 @@ pub struct RuntimeStats {
     pub budget_forced_yields_total: Option<u64>,
     pub io_driver_ready_total: Option<u64>,
     pub workers_detail: Vec<WorkerStats>,
+    /// Live tasks by spawn site from the task hooks
+    /// ([`crate::tasks::runtime`]); `null` when no runtime has them.
+    pub hooks: Option<leakscope_rundir::TaskSites>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +78,7 @@ pub fn stats(handle: &Handle) -> RuntimeStats {
         budget_forced_yields_total: None,
         io_driver_ready_total: None,
         workers_detail,
+        hooks: crate::tasks::snapshot(),
     };
     #[cfg(tokio_unstable)]
     {

@@ -7,6 +7,8 @@
 //!   profiles/       heap profiles (gzipped pprof) named by tick
 //!   target.log      the target's output (`run` only)
 //!   dhat-heap.json  dhat's profile, when the target wrote one here
+//!   tasks-dump.json the agent's task dump at the end: live tasks grouped by
+//!                   spawn site and parked stack
 //! ```
 //!
 //! The writer flushes every sample to the OS as it is appended, so a recorder
@@ -22,11 +24,13 @@
 mod meta;
 mod reader;
 mod sample;
+mod tasks;
 mod writer;
 
 pub use meta::{Host, Limits, Meta, SourceInfo, TargetEnd};
-pub use reader::{Run, Warning};
-pub use sample::{ConsoleSample, HeapSample, LoadSample, ProcSample, Sample, SourceError};
+pub use reader::{read_task_dump, Run, Warning};
+pub use sample::{HeapSample, LoadSample, ProcSample, Sample, SourceError, TaskSample, TaskSource};
+pub use tasks::{ParkedGroup, StackFrame, TaskDump, TaskSite, TaskSites};
 pub use writer::RunWriter;
 
 /// The schema this build writes, and the newest it reads.
@@ -39,6 +43,9 @@ pub const PROFILES_DIR: &str = "profiles";
 pub const TARGET_LOG: &str = "target.log";
 /// dhat's file, when the target was built with dhat and wrote it there.
 pub const DHAT_FILE: &str = "dhat-heap.json";
+/// The agent's task dump taken at the end of the recording: where the
+/// live tasks were parked.
+pub const TASK_DUMP_FILE: &str = "tasks-dump.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {

@@ -38,6 +38,12 @@ impl std::fmt::Display for Warning {
 }
 
 impl Run {
+    /// The end-of-run task dump, when the agent gave one. `Err` when the
+    /// file is there but unreadable: that is damage to report, not absence.
+    pub fn task_dump(&self) -> Result<Option<crate::TaskDump>, RunDirError> {
+        read_task_dump(&self.dir)
+    }
+
     pub fn open(dir: impl AsRef<Path>) -> Result<Run, RunDirError> {
         let dir = dir.as_ref().to_path_buf();
         let meta_path = dir.join(META_FILE);
@@ -126,5 +132,21 @@ impl Run {
             samples,
             warnings,
         })
+    }
+}
+
+/// The end-of-run task dump in `dir`, if any (see [`Run::task_dump`]).
+pub fn read_task_dump(dir: &Path) -> Result<Option<crate::TaskDump>, RunDirError> {
+    let path = dir.join(crate::TASK_DUMP_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RunDirError::Corrupt {
+                path,
+                line: e.line(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RunDirError::Io { path, source }),
     }
 }

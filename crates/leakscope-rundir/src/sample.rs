@@ -15,8 +15,10 @@ pub struct Sample {
     pub t_ms: u64,
     #[serde(default)]
     pub proc: Option<ProcSample>,
-    #[serde(default)]
-    pub console: Option<ConsoleSample>,
+    /// Live tasks, from the agent's task hooks or the console (runs before
+    /// the agent could count called this section `console`).
+    #[serde(default, alias = "console")]
+    pub tasks: Option<TaskSample>,
     #[serde(default)]
     pub heap: Option<HeapSample>,
     #[serde(default)]
@@ -64,16 +66,47 @@ pub struct ProcSample {
     pub top_sockets: Vec<(String, u64)>,
 }
 
-/// From the console-subscriber gRPC stream.
+/// Where live-task counts came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSource {
+    /// console-subscriber's gRPC stream: it can drop events under load, so
+    /// its counts are a lower bound then (`dropped_events` says).
+    #[default]
+    Console,
+    /// leakscope-agent's tokio task hooks: every spawn and termination is
+    /// counted, so the figure is exact.
+    AgentHooks,
+}
+
+impl TaskSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TaskSource::Console => "console-subscriber's event stream",
+            TaskSource::AgentHooks => "the agent's task hooks (exact)",
+        }
+    }
+}
+
+/// Live tasks at one tick.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConsoleSample {
+pub struct TaskSample {
+    /// Which instrument counted them; runs written before the agent could
+    /// count have only the console.
+    #[serde(default)]
+    pub source: TaskSource,
     pub live_tasks: u64,
     /// Live tasks by spawn location (file:line:col).
     pub by_location: BTreeMap<String, u64>,
     /// Live tasks by name, for named tasks.
     pub by_name: BTreeMap<String, u64>,
-    /// Events the instrumented process dropped so far (cumulative).
+    /// Events the instrumented process dropped so far (cumulative); always
+    /// 0 from the hooks, which cannot drop.
+    #[serde(default)]
     pub dropped_events: u64,
+    /// Tasks spawned so far (cumulative), when the source counts spawns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawned_total: Option<u64>,
 }
 
 /// From leakscope-agent's /debug/heap/stats.

@@ -67,6 +67,16 @@ impl RunWriter {
         (self.dir.join(&name), name)
     }
 
+    /// Stores the end-of-run task dump (write, then rename: never torn).
+    pub fn write_task_dump(&self, dump: &crate::TaskDump) -> Result<(), RunDirError> {
+        let path = self.dir.join(crate::TASK_DUMP_FILE);
+        let tmp = self.dir.join(format!("{}.tmp", crate::TASK_DUMP_FILE));
+        let mut json = serde_json::to_vec_pretty(dump).expect("a dump always serializes");
+        json.push(b'\n');
+        std::fs::write(&tmp, &json).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
     /// Changes the meta and rewrites `meta.json` atomically.
     pub fn update_meta(&mut self, f: impl FnOnce(&mut Meta)) -> Result<(), RunDirError> {
         f(&mut self.meta);
