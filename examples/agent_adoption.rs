@@ -7,6 +7,8 @@
 //! curl -s 127.0.0.1:6060/debug/heap/stats
 //! curl -s -o heap.pb.gz 127.0.0.1:6060/debug/pprof/heap
 //! curl -s -o cpu.pb.gz '127.0.0.1:6060/debug/pprof/profile?seconds=5'
+//! curl -s 127.0.0.1:6060/debug/tasks                    # live tasks by spawn site
+//! curl -s '127.0.0.1:6060/debug/tasks/dump?format=text' # where each task is parked
 //! LEAKSCOPE_CONSOLE=on cargo run -p leakscope-examples --bin agent-adoption  # then: tokio-console
 //! ```
 
@@ -17,8 +19,12 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use tracing_subscriber::prelude::*;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // agent: `#[tokio::main]`'s runtime, plus hooks that count live tasks by spawn site
+    leakscope_agent::tasks::runtime().build()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let console = leakscope_agent::console::layer_from_env()?; // agent
     tracing_subscriber::registry()
         .with(console) // agent

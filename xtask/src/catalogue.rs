@@ -95,10 +95,6 @@ impl Scenario {
             other => leakscope_analysis::MetricId::parse(other),
         }
     }
-
-    pub fn needs_console(&self) -> bool {
-        self.metric() == Some(leakscope_analysis::MetricId::Tasks)
-    }
 }
 
 pub fn list(server: &Path) -> Result<Vec<Scenario>> {
@@ -232,7 +228,7 @@ mod tests {
         );
         assert_eq!(slow.to_string().parse::<Pattern>().unwrap(), slow);
         assert_eq!(all[1].url_path(), "/s/t/file-8.bin");
-        assert!(all[1].needs_console());
+        assert_eq!(all[1].metric(), Some(leakscope_analysis::MetricId::Tasks));
         assert_eq!(all[1].max_rate, Some(200));
         let err = select(all, &["nope".into()]).unwrap_err().to_string();
         assert!(err.contains("zip-in-memory, t"), "{err}");

@@ -228,18 +228,12 @@ fn record(
     if let Some(rate) = s.max_rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
-    if s.needs_console() {
-        cmd.args(["--console", "http://{addr:console listening on}"]);
-    }
     cmd.arg("--")
         .arg(&bins.server)
         .arg("--root")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"])
         .args(["--variant", p.variant]);
-    if s.needs_console() {
-        cmd.args(["--console", "127.0.0.1:0"]);
-    }
     let log_path = p.dir.with_extension("log");
     let log =
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;

@@ -40,7 +40,8 @@ pub struct ZooArgs {
 /// How leakscope meets the zoo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Way {
-    /// `leakscope run` starts the zoo (agent and console on) and drives it.
+    /// `leakscope run` starts the zoo (agent and console on; tasks are read
+    /// from the agent's hooks) and drives it.
     Run,
     /// `record --pid` over a short burst from the zoo's client (agent and
     /// console on).
@@ -50,7 +51,8 @@ pub enum Way {
     /// As `burst`, with `--metrics` counting requests.
     BurstMetrics,
     /// As `sustained`, with `--metrics` counting requests, and no agent:
-    /// memory is judged on RSS, as on a service without leakscope-agent.
+    /// memory is judged on RSS and tasks come from the console, as on a
+    /// service without leakscope-agent.
     SustainedMetrics,
     /// `run` with `prlimit --nofile` low in the zoo (fd modes only).
     Nofile,
@@ -314,7 +316,7 @@ fn judge(leakscope: &Path, case: &Case, dir: &Path) -> Row {
                     || v.contains("INCONCLUSIVE") && dropped
             });
             let failure = match (exit, caught) {
-                (Some(1), true) => None,
+                (Some(1), true) => exact_tasks(&report, m.as_ref(), case),
                 (Some(1), false) => Some("check failed, but not on the leaked resource".into()),
                 _ => Some(format!("a leak not caught: check exited {exit:?}")),
             };
@@ -355,6 +357,38 @@ fn judge(leakscope: &Path, case: &Case, dir: &Path) -> Row {
         failure,
         caveat,
     }
+}
+
+/// Counted by the agent's hooks, on the requests axis, a task leak must
+/// measure its truth within ±2% (the bar): the count is exact, so
+/// only the tick's skew between reading tasks and requests is left.
+fn exact_tasks(
+    report: &serde_json::Value,
+    m: Option<&serde_json::Value>,
+    case: &Case,
+) -> Option<String> {
+    let Truth::Leak {
+        resource: Resource::Tasks,
+        per_action,
+    } = case.mode.truth()
+    else {
+        return None;
+    };
+    let hooks = leakscope_rundir::TaskSource::AgentHooks.describe();
+    let exact = report["notes"].as_array().is_some_and(|n| {
+        n.iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains(hooks)))
+    });
+    if !exact || report["axis"] != "requests" {
+        return None;
+    }
+    let truth = per_action.resolve(0) as f64 / case.every as f64;
+    let measured = m.and_then(|m| m["slope"]["value"].as_f64())?;
+    ((measured - truth).abs() > 0.02 * truth).then(|| {
+        format!(
+            "counted by the hooks, it measured {measured:.3} per request against {truth:.2} ± 2%"
+        )
+    })
 }
 
 /// Whether every breach is on RSS: without the agent, what the allocator

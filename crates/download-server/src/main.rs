@@ -280,7 +280,10 @@ fn main() -> Result<()> {
         }
         None => {
             let console = init_tracing(&cli.serve.debug)?;
-            tokio::runtime::Runtime::new()
+            // What Runtime::new() builds, plus the agent's task hooks: live
+            // tasks by spawn site at /debug/tasks, counted exactly.
+            leakscope_agent::tasks::runtime()
+                .build()
                 .context("starting the tokio runtime")?
                 .block_on(serve(cli.serve, console))
         }

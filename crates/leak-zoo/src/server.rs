@@ -89,8 +89,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         None => None,
         Some(addr) => Some(install_console(addr, args.console_retention.into())?),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    // The agent's task hooks count every spawn exactly (the sidecar reads
+    // them from /debug/tasks); LEAKSCOPE_TASK_HOOKS=off leaves them out.
+    let runtime = leakscope_agent::tasks::runtime()
         .build()
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
     let result = runtime.block_on(serve(args, console_addr));

@@ -21,6 +21,9 @@ pub struct Attribution {
     pub heap_sites: Vec<HeapSite>,
     pub task_locations: Vec<Growth>,
     pub task_names: Vec<Growth>,
+    /// For each spawn site whose live tasks grew, where its tasks were
+    /// parked at the end (the agent's task dump).
+    pub parked: Vec<ParkedSite>,
     pub fd_kinds: Vec<Growth>,
     pub fd_paths: Vec<Growth>,
     pub tcp_states: Vec<Growth>,
@@ -46,6 +49,19 @@ pub struct Growth {
     pub after: f64,
     pub growth: f64,
 }
+
+/// A growing spawn site and its top parked stacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedSite {
+    pub spawned_at: String,
+    /// Live tasks from the site in the dump.
+    pub tasks: u64,
+    /// Largest groups first, at most [`PARKED_STACKS`].
+    pub groups: Vec<leakscope_rundir::ParkedGroup>,
+}
+
+/// Stacks kept per site: past three, a reader has what they need.
+pub const PARKED_STACKS: usize = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DhatSite {
@@ -201,13 +217,13 @@ pub fn attribute(
         let (head, tail) = (&window[..k], &window[window.len() - k..]);
         let g = |get: &dyn Fn(&Sample) -> Vec<(String, f64)>| growth(head, tail, get);
         a.task_locations = g(&|s| {
-            s.console
+            s.tasks
                 .as_ref()
                 .map(|c| map(&c.by_location))
                 .unwrap_or_default()
         });
         a.task_names = g(&|s| {
-            s.console
+            s.tasks
                 .as_ref()
                 .map(|c| map(&c.by_name))
                 .unwrap_or_default()
@@ -265,6 +281,11 @@ pub fn attribute(
             notes.push("one heap profile only: no allocation sites to diff".into());
         }
     }
+    match leakscope_rundir::read_task_dump(dir) {
+        Ok(Some(dump)) => a.parked = parked_sites(&dump, &a.task_locations),
+        Ok(None) => {}
+        Err(e) => notes.push(format!("task dump skipped: {e}")),
+    }
     let dhat = dir.join(leakscope_rundir::DHAT_FILE);
     if dhat.is_file() {
         match dhat_sites(&dhat) {
@@ -273,4 +294,28 @@ pub fn attribute(
         }
     }
     a
+}
+
+/// The dump's groups for each site that grew, most tasks first. A dump
+/// whose tasks have no site (no hooks) is joined to nothing: stacks
+/// without a site would be guesswork.
+fn parked_sites(dump: &leakscope_rundir::TaskDump, grew: &[Growth]) -> Vec<ParkedSite> {
+    let mut out: Vec<ParkedSite> = grew
+        .iter()
+        .filter(|g| g.growth > 0.0)
+        .filter_map(|g| {
+            let mine: Vec<_> = dump
+                .groups
+                .iter()
+                .filter(|p| p.spawned_at.as_deref() == Some(g.key.as_str()))
+                .collect();
+            (!mine.is_empty()).then(|| ParkedSite {
+                spawned_at: g.key.clone(),
+                tasks: mine.iter().map(|p| p.count).sum(),
+                groups: mine.into_iter().take(PARKED_STACKS).cloned().collect(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|s| std::cmp::Reverse(s.tasks));
+    out
 }

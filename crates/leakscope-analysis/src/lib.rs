@@ -19,7 +19,7 @@ pub mod trend;
 
 use std::path::{Path, PathBuf};
 
-use leakscope_rundir::{Meta, Run, RunDirError, Sample, TARGET_LOG};
+use leakscope_rundir::{Meta, Run, RunDirError, Sample, TaskSource, TARGET_LOG};
 use serde::Serialize;
 
 pub use attribution::Attribution;
@@ -513,7 +513,7 @@ fn dropped_in_window(samples: &[Sample], layout: &series::Layout) -> Option<u64>
     let dropped = |i: usize| {
         samples
             .get(i)
-            .and_then(|s| s.console.as_ref())
+            .and_then(|s| s.tasks.as_ref())
             .map(|c| c.dropped_events)
     };
     let (a, b) = (
@@ -559,6 +559,16 @@ fn console_notes(
     metrics: &[MetricAnalysis],
 ) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(t) = samples.iter().rev().find_map(|s| s.tasks.as_ref()) {
+        notes.push(match t.source {
+            TaskSource::AgentHooks => format!("live tasks counted by {}", t.source.describe()),
+            TaskSource::Console => format!(
+                "live tasks from {}, which drops events under load; \
+                 leakscope_agent::tasks::runtime() in the target counts them exactly",
+                t.source.describe()
+            ),
+        });
+    }
     // Events console-subscriber dropped while the window ran: its task
     // counts are then a lower bound.
     if let Some(n) = dropped_in_window(samples, layout) {

@@ -62,8 +62,8 @@ impl std::fmt::Display for MetricId {
 pub enum Source {
     /// leakscope-agent's heap statistics.
     Agent,
-    /// Live tasks from console-subscriber.
-    Console,
+    /// Live tasks: the agent's task hooks, or console-subscriber.
+    Tasks,
     /// `/proc/PID`: any process, no instrumentation.
     Procfs,
 }
@@ -73,7 +73,10 @@ impl Source {
     pub fn how_to_enable(self) -> &'static str {
         match self {
             Source::Agent => "record with --agent and leakscope-agent in the target",
-            Source::Console => "record with --console and console-subscriber in the target",
+            Source::Tasks => {
+                "record with --agent and the agent's task hooks in the target \
+                 (leakscope_agent::tasks::runtime()), or --console with console-subscriber"
+            }
             Source::Procfs => "procfs could not read the process",
         }
     }
@@ -174,10 +177,10 @@ pub const METRICS: &[MetricDef] = &[
         short: "tasks",
         unit: Unit::Count,
         floor: 4.0,
-        source: Source::Console,
+        source: Source::Tasks,
         ceiling: None,
         rate: false,
-        value: |s| s.console.as_ref().map(|c| c.live_tasks as f64),
+        value: |s| s.tasks.as_ref().map(|c| c.live_tasks as f64),
     },
     MetricDef {
         id: MetricId::Fds,

@@ -386,7 +386,7 @@ fn a_lagging_count_that_rises_once_idle_is_still_a_leak() {
         });
         // Seen 2 samples late, then catching up by 30 a sample once idle.
         let seen = i.saturating_sub(7).min(30) * 220 + i.saturating_sub(37) * 30;
-        s.console = Some(leakscope_rundir::ConsoleSample {
+        s.tasks = Some(leakscope_rundir::TaskSample {
             live_tasks: 3 + seen,
             ..Default::default()
         });

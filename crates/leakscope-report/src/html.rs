@@ -217,6 +217,46 @@ fn growth_table(title: &str, rows: &[Growth], per: Option<f64>, unit: Unit) -> T
     }
 }
 
+/// Where the tasks of each growing spawn site were parked at the end.
+fn parked_table(sites: &[leakscope_analysis::attribution::ParkedSite]) -> Table {
+    let mut rows = Vec::new();
+    for site in sites {
+        for g in &site.groups {
+            let stack: String = g
+                .stack
+                .iter()
+                .take(10)
+                .map(|f| {
+                    let class = if f.is_own_code() {
+                        " class=\"own\""
+                    } else {
+                        ""
+                    };
+                    format!("<div{class}>{}</div>", escape(&f.short()))
+                })
+                .collect();
+            rows.push(vec![
+                // The template escapes every cell but the stack's.
+                format!("{} of {}", g.count, site.tasks),
+                site.spawned_at.clone(),
+                g.parked_at(),
+                stack,
+            ]);
+        }
+    }
+    Table {
+        title: "tasks: where the growing sites' tasks were parked (task dump at the end)".into(),
+        note: Some(
+            "from the agent's task dump; the stack runs from the awaited leaf future out to the \
+             task's own future, highlighted frame = the service's code"
+                .into(),
+        ),
+        head: vec!["tasks", "spawned at", "parked at", "stack (leaf first)"],
+        rows,
+        frames: true,
+    }
+}
+
 fn run_view(a: &Analysis, out: &Path) -> RunView {
     let m = &a.meta;
     let rel = |p: &Path| {
@@ -382,6 +422,7 @@ fn run_view(a: &Analysis, out: &Path) -> RunView {
         per,
         Unit::Count,
     ));
+    tables.push(parked_table(&at.parked));
     tables.push(growth_table(
         "fds: kinds that grew",
         &at.fd_kinds,

@@ -192,22 +192,7 @@ pub async fn record(
                 last_profile = Some(Instant::now());
             }
         }
-        if let Some(console) = &sources.console {
-            let t = Instant::now();
-            match console.snapshot() {
-                Ok(c) => {
-                    sample.console = Some(c);
-                    costs.entry("console").or_default().add(t.elapsed(), None);
-                }
-                Err(e) => {
-                    costs
-                        .entry("console")
-                        .or_default()
-                        .add(t.elapsed(), Some(&e));
-                    errors.push(("console", e));
-                }
-            }
-        }
+        read_tasks(sources, &mut sample, &mut costs, &mut errors).await;
         // Requests served come from the target's own counter when it has
         // one (it sees every client, not just ours); the driver's otherwise,
         // counting only those that succeeded (an abort is the driver's own
@@ -266,6 +251,9 @@ pub async fn record(
             break Stopped::Duration;
         }
     };
+    if let (Some(agent), false) = (&sources.agent, stopped == Stopped::TargetGone) {
+        take_task_dump(agent, writer, &mut costs).await;
+    }
     writer.update_meta(|m| {
         m.ended_unix_ms = Some(unix_ms());
         for (name, cost) in &costs {
@@ -282,6 +270,78 @@ pub async fn record(
         }
     })?;
     Ok(stopped)
+}
+
+/// Live tasks: from the agent's hooks when the target has them (exact),
+/// else from the console. The console is not asked when the hooks answer.
+async fn read_tasks(
+    sources: &Sources,
+    sample: &mut Sample,
+    costs: &mut BTreeMap<&'static str, Cost>,
+    errors: &mut Vec<(&'static str, String)>,
+) {
+    if let Some(agent) = &sources.agent {
+        let t = Instant::now();
+        match agent.tasks().await {
+            Ok(hooks) => {
+                costs
+                    .entry("agent-tasks")
+                    .or_default()
+                    .add(t.elapsed(), None);
+                sample.tasks = hooks;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let cost = costs.entry("agent-tasks").or_default();
+                cost.add(t.elapsed(), Some(&msg));
+                // Under the agent's name: one dead agent is one warning.
+                errors.push(("agent", msg));
+            }
+        }
+    }
+    let Some(console) = sources.console.as_ref().filter(|_| sample.tasks.is_none()) else {
+        return;
+    };
+    let t = Instant::now();
+    match console.snapshot() {
+        Ok(c) => {
+            sample.tasks = Some(c);
+            costs.entry("console").or_default().add(t.elapsed(), None);
+        }
+        Err(e) => {
+            costs
+                .entry("console")
+                .or_default()
+                .add(t.elapsed(), Some(&e));
+            errors.push(("console", e));
+        }
+    }
+}
+
+/// How long the target may take to trace its tasks at the end; a runtime
+/// that cannot within it has a blocked worker, which the error says.
+const TASK_DUMP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The end-of-run task dump: where the live tasks are parked. An agent
+/// built without the `taskdump` feature answers 404, which is no error.
+async fn take_task_dump(
+    agent: &AgentSource,
+    writer: &RunWriter,
+    costs: &mut BTreeMap<&'static str, Cost>,
+) {
+    let t = Instant::now();
+    let outcome = match agent.task_dump(TASK_DUMP_DEADLINE).await {
+        Ok(dump) => writer.write_task_dump(&dump).map_err(|e| e.to_string()),
+        Err(crate::sources::http::HttpError::Status { status: 404, .. }) => return,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!("task dump: {e}");
+    }
+    costs
+        .entry("task-dump")
+        .or_default()
+        .add(t.elapsed(), outcome.err().as_deref());
 }
 
 /// A heap profile being fetched and written on its own task.

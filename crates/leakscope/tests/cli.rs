@@ -156,7 +156,7 @@ fn run_records_the_fd_leak_with_the_served_file_on_top() {
     let (path, count) = &p1.top_files[0];
     assert_eq!(Path::new(path), served);
     assert!(*count >= 590, "{count}");
-    assert!(last.console.as_ref().unwrap().live_tasks >= 1);
+    assert!(last.tasks.as_ref().unwrap().live_tasks >= 1);
     let profiles: Vec<_> = run
         .samples
         .iter()
@@ -276,7 +276,7 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let baseline_taken = || {
         Run::open(&out).is_ok_and(|r| {
             r.samples.len() >= 4
-                && r.samples.iter().any(|s| s.console.is_some())
+                && r.samples.iter().any(|s| s.tasks.is_some())
                 && r.samples.iter().any(|s| s.heap.is_some())
         })
     };
@@ -292,7 +292,7 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         std::thread::sleep(Duration::from_millis(100));
         let Ok(run) = Run::open(&out) else { continue };
         let ours = |s: &leakscope_rundir::Sample| -> u64 {
-            s.console.as_ref().map_or(0, |c| {
+            s.tasks.as_ref().map_or(0, |c| {
                 c.by_location
                     .iter()
                     .filter(|(l, _)| l.contains("tests/common/mod.rs"))
@@ -318,7 +318,7 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let site = run
         .samples
         .iter()
-        .filter_map(|s| s.console.as_ref())
+        .filter_map(|s| s.tasks.as_ref())
         .flat_map(|c| c.by_location.iter())
         .max_by_key(|(_, n)| **n)
         .map(|(loc, _)| loc.clone())
@@ -330,9 +330,9 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let series: Vec<u64> = run
         .samples
         .iter()
-        .skip_while(|s| s.console.is_none())
+        .skip_while(|s| s.tasks.is_none())
         .map(|s| {
-            let console = s.console.as_ref().expect("console in every later sample");
+            let console = s.tasks.as_ref().expect("console in every later sample");
             console.by_location.get(&site).copied().unwrap_or(0)
         })
         .collect();
@@ -660,4 +660,118 @@ fn an_address_the_target_never_printed_stops_it_with_a_clear_error() {
         run.meta.target_end,
         Some(TargetEnd::Signaled { signal: 15 })
     ));
+}
+
+/// With the agent's task hooks in the target, every leaked task is counted
+/// (no console, unpaced load) and the end-of-run dump says where they are
+/// parked, joined to their spawn site.
+#[test]
+fn the_agent_counts_leaked_tasks_exactly_and_the_dump_finds_them_parked() {
+    let setup = Setup::new();
+    let out = setup.out("tasks");
+    let o = leakscope(
+        &[
+            "run",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+            "--interval",
+            "50ms",
+            "--heap-profile-every",
+            "1h",
+            "--ready-line",
+            "listening on",
+            "--agent",
+            "http://{addr:agent listening on}",
+            "--metrics",
+            "http://{addr}/metrics",
+            "--load",
+            "abort:64KiB",
+            "--url",
+            &format!("http://{{addr}}/s/task-leak-on-disconnect/{SERVED}"),
+            "--concurrency",
+            "4",
+            "--requests",
+            "600",
+            // Paced, so a loaded machine still samples the load many times;
+            // the figure's precision comes from the number of samples.
+            "--rate",
+            "300",
+            "--load-duration",
+            "30s",
+            "--settle",
+            "1s",
+            "--source-timeout",
+            "30s",
+            "--",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(common::target_command())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        &[
+            (common::TARGET_ROOT_ENV, setup.root().to_str().unwrap()),
+            (common::TARGET_VARIANT_ENV, "leaky"),
+            (common::TARGET_HOOKS_ENV, "1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = Run::open(&out).unwrap();
+    let tasks: Vec<_> = run
+        .samples
+        .iter()
+        .filter_map(|s| s.tasks.as_ref())
+        .collect();
+    assert!(!tasks.is_empty());
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.source == leakscope_rundir::TaskSource::AgentHooks),
+        "every task figure from the hooks"
+    );
+    // Exactly one task per aborted download: the site's count at the end
+    // is the requests the target served.
+    let last = run
+        .samples
+        .iter()
+        .rev()
+        .find(|s| s.tasks.is_some())
+        .unwrap();
+    let served = last.load.as_ref().unwrap().requests_total;
+    let site = last
+        .tasks
+        .as_ref()
+        .unwrap()
+        .by_location
+        .iter()
+        .find(|(l, _)| l.contains("task_leak.rs"))
+        .map(|(l, n)| (l.clone(), *n))
+        .expect("the leaking site");
+    assert_eq!(site.1, served, "{site:?}");
+    let a = leakscope_analysis::analyze(&out).unwrap();
+    let m = a.metric("tasks").unwrap();
+    let rate = m
+        .judgement
+        .as_ref()
+        .and_then(|j| j.fit.as_ref())
+        .map_or(0.0, |f| f.slope);
+    assert!((0.98..=1.02).contains(&rate), "{rate} per request: {m:#?}");
+    // The dump: the site's tasks parked on the reporter's interval timer.
+    // tokio traces only idle tasks: one running, or waiting in a worker's
+    // LIFO slot, at that instant is left out, so each worker may hide two
+    // (the reporters tick ten times a second each, so some always are).
+    let parked = a.attribution.parked.first().expect("a parked site");
+    assert_eq!(parked.spawned_at, site.0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(
+        (served.saturating_sub(2 * workers)..=served).contains(&parked.tasks),
+        "{} of {served} in the dump",
+        parked.tasks
+    );
+    let g = &parked.groups[0];
+    assert_eq!(g.count, parked.tasks, "one stack: {parked:#?}");
+    assert!(g.parked_at().contains("interval"), "{}", g.parked_at());
 }

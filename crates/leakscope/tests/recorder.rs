@@ -135,7 +135,7 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         .expect("a complete sample");
     assert!(last.proc.as_ref().unwrap().fds > 0);
     assert!(last.heap.as_ref().unwrap().allocated.unwrap() > 0);
-    assert!(last.console.as_ref().unwrap().live_tasks >= 1);
+    assert!(last.tasks.as_ref().unwrap().live_tasks >= 1);
     assert_eq!(last.load.as_ref().unwrap().requests_total, 20);
     let profiles: Vec<_> = run
         .samples

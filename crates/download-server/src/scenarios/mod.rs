@@ -103,9 +103,10 @@ pub struct Scenario {
     /// How many files a `{dir}` route's directory holds (1 for `{file}`).
     pub files: u32,
     pub load: Load,
-    /// A cap on request starts per second, when the measurement has a
-    /// capacity: console-subscriber delivers ~1,270 new tasks a second and
-    /// drops events beyond that, which would undercount live tasks.
+    /// A cap on request starts per second, for a scenario whose measurement
+    /// has a capacity. None has now: tasks were capped at 50/s while they
+    /// were counted through console-subscriber (~1,270 new tasks a second
+    /// before it drops events); the agent's task hooks count any rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<u32>,
 }

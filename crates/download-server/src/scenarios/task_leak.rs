@@ -35,7 +35,7 @@ pub const SCENARIO: Scenario = Scenario {
         concurrency: 8,
         after_bytes: 64 * 1024,
     },
-    max_rate: Some(50),
+    max_rate: None,
 };
 
 const CHUNK: usize = 32 * 1024;

@@ -113,6 +113,19 @@ fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
     if let Some(t) = att.task_locations.first() {
         writeln!(out, "  most-grown spawn site: {} (+{:.0})", t.key, t.growth)?;
     }
+    if let Some((site, g)) = att
+        .parked
+        .first()
+        .and_then(|p| p.groups.first().map(|g| (p, g)))
+    {
+        writeln!(
+            out,
+            "  parked: {} of its {} tasks at {}",
+            g.count,
+            site.tasks,
+            g.parked_at()
+        )?;
+    }
     // The biggest growth in the target's own code; the machinery's
     // (allocator, agent) is in the report's full table.
     let own = att

@@ -106,7 +106,7 @@ fn status(samples: u64, s: &Sample) -> String {
     if let Some(h) = s.heap.as_ref().and_then(|h| h.allocated) {
         parts.push(format!("heap {}", mib(h)));
     }
-    if let Some(c) = &s.console {
+    if let Some(c) = &s.tasks {
         parts.push(format!("{} tasks", c.live_tasks));
     }
     parts.join(" · ")

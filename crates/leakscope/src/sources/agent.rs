@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leakscope_rundir::HeapSample;
+use leakscope_rundir::{HeapSample, TaskDump, TaskSample, TaskSites, TaskSource};
 
 use super::http::{self, HttpClient, HttpError};
 
@@ -41,6 +41,48 @@ impl AgentSource {
             allocations_total: n("allocations_total"),
             allocated_bytes_total: n("allocated_bytes_total"),
             requested_live_bytes: n("requested_live_bytes"),
+        })
+    }
+
+    /// Live tasks from the agent's task hooks; `Ok(None)` when the target's
+    /// runtime was built without them (the console is the fallback then).
+    pub async fn tasks(&self) -> Result<Option<TaskSample>, HttpError> {
+        let url = format!("{}/debug/tasks", self.base);
+        let body = http::get(&self.client, &url, self.timeout).await?;
+        #[derive(serde::Deserialize)]
+        struct Tasks {
+            #[serde(default)]
+            hooks: Option<TaskSites>,
+        }
+        let t: Tasks = serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
+            url: url.clone(),
+            message: format!("not the agent's JSON: {e}"),
+        })?;
+        Ok(t.hooks.map(|h| TaskSample {
+            source: TaskSource::AgentHooks,
+            live_tasks: h.live,
+            by_location: h
+                .sites
+                .into_iter()
+                .filter(|s| s.live > 0)
+                .map(|s| (s.location, s.live))
+                .collect(),
+            by_name: Default::default(),
+            dropped_events: 0,
+            spawned_total: Some(h.spawned_total),
+        }))
+    }
+
+    /// A task dump, grouped by the agent; `deadline` bounds the agent's wait
+    /// for the runtime (a blocked worker stalls a dump).
+    pub async fn task_dump(&self, deadline: Duration) -> Result<TaskDump, HttpError> {
+        let secs = deadline.as_secs().clamp(1, 60);
+        let url = format!("{}/debug/tasks/dump?seconds={secs}", self.base);
+        // Symbolizing thousands of stacks comes on top of the deadline.
+        let body = http::get(&self.client, &url, Duration::from_secs(secs + 60)).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
+            url,
+            message: format!("not the agent's task dump: {e}"),
         })
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use console_api::field::{Name, Value};
 use console_api::instrument::instrument_client::InstrumentClient;
 use console_api::instrument::InstrumentRequest;
-use leakscope_rundir::ConsoleSample;
+use leakscope_rundir::TaskSample;
 
 #[derive(Default)]
 struct State {
@@ -71,7 +71,7 @@ impl ConsoleSource {
 
     /// Live tasks now; `Err` with the last connection error while the
     /// stream is down.
-    pub fn snapshot(&self) -> Result<ConsoleSample, String> {
+    pub fn snapshot(&self) -> Result<TaskSample, String> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if !state.connected {
             return Err(state
@@ -79,10 +79,10 @@ impl ConsoleSource {
                 .clone()
                 .unwrap_or_else(|| "not connected yet".to_string()));
         }
-        let mut sample = ConsoleSample {
+        let mut sample = TaskSample {
             live_tasks: state.tasks.len() as u64,
             dropped_events: state.dropped_events,
-            ..ConsoleSample::default()
+            ..TaskSample::default()
         };
         let mut by_location: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_name: BTreeMap<String, u64> = BTreeMap::new();

@@ -13,6 +13,9 @@ use tracing_subscriber::prelude::*;
 pub const TARGET_ROOT_ENV: &str = "LEAKSCOPE_TEST_TARGET_ROOT";
 /// "leaky" or "fixed": the scenario variant the child serves.
 pub const TARGET_VARIANT_ENV: &str = "LEAKSCOPE_TEST_TARGET_VARIANT";
+/// Set (to anything) for a runtime with the agent's task hooks, which the
+/// sidecar then reads tasks from; unset, tasks come from the console.
+pub const TARGET_HOOKS_ENV: &str = "LEAKSCOPE_TEST_TARGET_HOOKS";
 /// "N,MIB,FILE": once FILE exists, the child spawns N tasks (from this file)
 /// that end a second later, and allocates MIB MiB it keeps.
 pub const TARGET_WORK_ENV: &str = "LEAKSCOPE_TEST_TARGET_WORK";
@@ -26,7 +29,11 @@ pub fn target_process() {
     let Ok(root) = std::env::var(TARGET_ROOT_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = if std::env::var_os(TARGET_HOOKS_ENV).is_some() {
+        leakscope_agent::tasks::runtime().build().unwrap()
+    } else {
+        tokio::runtime::Runtime::new().unwrap()
+    };
     rt.block_on(async move {
         let config = leakscope_agent::console::ConsoleConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
