@@ -228,6 +228,14 @@ fn record(
     if let Some(rate) = s.max_rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
+    if s.metric() == Some(leakscope_analysis::MetricId::Tasks) {
+        // Where the leaked tasks are parked, for the report. The server is
+        // stopped right after, so the dump's risk (tokio's multi-thread
+        // dump can wedge a runtime) costs at most the stop's grace time.
+        // leakscope_agent::ENV_TASK_DUMPS, spelt out: depending on the
+        // agent would build jemalloc into xtask.
+        cmd.arg("--task-dump").env("LEAKSCOPE_TASK_DUMPS", "on");
+    }
     cmd.arg("--")
         .arg(&bins.server)
         .arg("--root")

@@ -19,14 +19,20 @@ type Resp = Response<Full<Bytes>>;
 
 pub(crate) struct State {
     runtime: tokio::runtime::Handle,
+    task_dumps: bool,
     dhat_file: Option<PathBuf>,
     started: std::time::SystemTime,
 }
 
 impl State {
-    pub(crate) fn new(runtime: tokio::runtime::Handle, dhat_file: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        runtime: tokio::runtime::Handle,
+        task_dumps: bool,
+        dhat_file: Option<PathBuf>,
+    ) -> Self {
         Self {
             runtime,
+            task_dumps,
             dhat_file,
             started: std::time::SystemTime::now(),
         }
@@ -237,6 +243,7 @@ struct Features {
     dhat_heap: bool,
     tokio_unstable: bool,
     taskdump: bool,
+    task_dumps_allowed: bool,
     task_hooks: bool,
 }
 
@@ -268,6 +275,7 @@ fn index(state: &State) -> Index {
             dhat_heap: dhat,
             tokio_unstable: cfg!(tokio_unstable),
             taskdump: cfg!(feature = "taskdump"),
+            task_dumps_allowed: state.task_dumps,
             task_hooks: crate::tasks::installed(),
         },
         endpoints: vec![
@@ -297,7 +305,8 @@ fn index(state: &State) -> Index {
                 path: "/debug/tasks/dump",
                 available: cfg!(feature = "taskdump"),
                 what: "every task's parked stack, grouped by spawn site; ?seconds=N (deadline, \
-                       default 10)&format=json|text",
+                       default 10)&format=json|text; on a multi-thread runtime only when allowed \
+                       (LEAKSCOPE_TASK_DUMPS=on): tokio's dump can wedge it",
             },
         ],
         dhat_file: state.dhat_file.as_ref().map(|p| p.display().to_string()),
@@ -335,6 +344,15 @@ async fn task_dump(state: &State, uri: &http::Uri) -> Resp {
     };
     #[cfg(feature = "taskdump")]
     {
+        let multi = state.runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+        if multi && !state.task_dumps {
+            return text(
+                StatusCode::FORBIDDEN,
+                "task dumps are off: tokio's multi-thread dump can wedge the runtime for good when a \
+                 worker is 250 ms late to its barrier; allow them where a stuck service can be \
+                 restarted, with LEAKSCOPE_TASK_DUMPS=on or AgentBuilder::task_dumps(true)",
+            );
+        }
         match crate::tasks::dump(&state.runtime, Duration::from_secs(seconds)).await {
             Ok(d) if as_text => text(StatusCode::OK, render_dump(&d)),
             Ok(d) => json(&d),

@@ -57,6 +57,8 @@ pub const DEFAULT_ADDR: SocketAddr =
 /// Environment variables [`AgentBuilder::from_env`] reads.
 pub const ENV_LISTEN: &str = "LEAKSCOPE_AGENT";
 pub const ENV_DHAT_FILE: &str = "LEAKSCOPE_DHAT_FILE";
+/// `on` allows `/debug/tasks/dump` (see [`AgentBuilder::task_dumps`]).
+pub const ENV_TASK_DUMPS: &str = "LEAKSCOPE_TASK_DUMPS";
 
 /// What can go wrong starting or using the agent.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ pub struct AgentBuilder {
     dhat_file: PathBuf,
     heap_sample_lg: Option<u32>,
     runtime: Option<tokio::runtime::Handle>,
+    task_dumps: Option<bool>,
 }
 
 impl Default for AgentBuilder {
@@ -137,6 +140,7 @@ impl Default for AgentBuilder {
             dhat_file: PathBuf::from("dhat-heap.json"),
             heap_sample_lg: None,
             runtime: None,
+            task_dumps: None,
         }
     }
 }
@@ -189,6 +193,20 @@ impl AgentBuilder {
         self
     }
 
+    /// Allow `/debug/tasks/dump` (default: `LEAKSCOPE_TASK_DUMPS=on`, else
+    /// off). Off by default because tokio 1.54's multi-thread dump can wedge
+    /// the runtime for good: its workers meet at a barrier with a 250 ms
+    /// timeout, and a timed-out wait does not undo its count, so one worker
+    /// late by 250 ms (a busy or descheduled thread) leaves the next dump
+    /// tracing alone and waiting forever. Measured here: a download server
+    /// with 13,000 tasks waking every 100 ms stopped answering. A
+    /// current-thread runtime is dumped from inside, with no barrier. Turn
+    /// it on where a stuck service can be restarted (tests, staging).
+    pub fn task_dumps(mut self, allow: bool) -> Self {
+        self.task_dumps = Some(allow);
+        self
+    }
+
     /// The runtime whose metrics `/debug/tasks` shows (default: the one
     /// `start` is called in).
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
@@ -218,8 +236,15 @@ impl AgentBuilder {
         }
         #[cfg(feature = "dhat-heap")]
         let dhat = Some(dhat_session::DhatSession::start(self.dhat_file.clone())?);
+        let task_dumps = match self.task_dumps {
+            Some(allow) => allow,
+            None => {
+                std::env::var(ENV_TASK_DUMPS).is_ok_and(|v| matches!(v.trim(), "on" | "1" | "true"))
+            }
+        };
         let state = Arc::new(http::State::new(
             runtime,
+            task_dumps,
             #[cfg(feature = "dhat-heap")]
             Some(self.dhat_file.clone()),
             #[cfg(not(feature = "dhat-heap"))]

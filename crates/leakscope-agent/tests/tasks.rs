@@ -1,6 +1,8 @@
 //! The task hooks count exactly, by spawn site, on a real runtime; the dump
 //! finds the parked tasks and joins them to their site.
 
+mod common;
+
 use std::time::Duration;
 
 use leakscope_rundir::TaskSites;
@@ -70,8 +72,27 @@ fn hooks_count_every_spawn_and_end_by_site_and_the_dump_finds_them() {
         }
         let snap = leakscope_agent::tasks::snapshot().unwrap();
         assert_eq!(site(&snap, &parked_at).unwrap().live, 0);
+        // The multi-thread dump is refused unless allowed: it can wedge.
+        let agent = common::start_agent();
+        let r = tokio::task::spawn_blocking(move || {
+            common::get(agent.local_addr().unwrap(), "/debug/tasks/dump")
+        })
+        .await
+        .unwrap();
+        let expected = if cfg!(feature = "taskdump") { 403 } else { 404 };
+        assert_eq!(r.status, expected, "{}", r.text());
+    });
+    drop(rt);
+    // Dumps on a current-thread runtime, which is dumped from inside, with
+    // no barrier between workers that a loaded machine could wedge.
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let rt = leakscope_agent::tasks::install(b.enable_all())
+        .build()
+        .unwrap();
+    rt.block_on(async {
         #[cfg(feature = "taskdump")]
         the_dump_joins_parked_tasks_to_their_site_and_stack().await;
+        served_over_http().await;
     });
 }
 
@@ -108,4 +129,57 @@ async fn the_dump_joins_parked_tasks_to_their_site_and_stack() {
             p.abort();
         }
     }
+}
+
+/// Part of the test above: the same figures through the agent's endpoints,
+/// and the dump's bad input refused.
+async fn served_over_http() {
+    let agent = leakscope_agent::Agent::builder()
+        .listen(Some("127.0.0.1:0".parse().unwrap()))
+        .task_dumps(true)
+        .start()
+        .unwrap();
+    let addr = agent.local_addr().unwrap();
+    // The client blocks; the runtime's one thread must stay free to dump.
+    let get = |path: &'static str| async move {
+        tokio::task::spawn_blocking(move || common::get(addr, path))
+            .await
+            .unwrap()
+    };
+    let (parked_at, parked) = spawn_parked(7);
+    tokio::task::yield_now().await;
+    let tasks = get("/debug/tasks").await.json();
+    let sites: TaskSites = serde_json::from_value(tasks["hooks"].clone()).unwrap();
+    assert_eq!(
+        site(&sites, &parked_at).map(|s| s.live),
+        Some(7),
+        "{sites:#?}"
+    );
+    assert_eq!(get("/debug").await.json()["features"]["task_hooks"], true);
+    for bad in [
+        "/debug/tasks/dump?seconds=0",
+        "/debug/tasks/dump?seconds=61",
+        "/debug/tasks/dump?seconds=x",
+        "/debug/tasks/dump?format=xml",
+        "/debug/tasks/dump?timeout=5",
+    ] {
+        let r = get(bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let r = get("/debug/tasks/dump?format=text&seconds=30").await;
+    if cfg!(feature = "taskdump") {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains(&format!("7 tasks spawned at {parked_at}")),
+            "{text}"
+        );
+    } else {
+        assert_eq!(r.status, 404);
+        assert!(r.text().contains("`taskdump` feature"), "{}", r.text());
+    }
+    for p in parked {
+        p.abort();
+    }
+    agent.shutdown().await;
 }

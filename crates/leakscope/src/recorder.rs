@@ -32,6 +32,9 @@ pub struct Settings {
     pub duration: Option<Duration>,
     /// A heap profile at the start, every this often, and at the end.
     pub heap_profile_every: Option<Duration>,
+    /// A task dump from the agent at the end (opt-in: it can wedge a
+    /// multi-thread runtime).
+    pub task_dump: bool,
 }
 
 /// Why the recording stopped.
@@ -251,7 +254,8 @@ pub async fn record(
             break Stopped::Duration;
         }
     };
-    if let (Some(agent), false) = (&sources.agent, stopped == Stopped::TargetGone) {
+    let alive = stopped != Stopped::TargetGone;
+    if let (Some(agent), true) = (&sources.agent, settings.task_dump && alive) {
         take_task_dump(agent, writer, &mut costs).await;
     }
     writer.update_meta(|m| {
@@ -322,8 +326,9 @@ async fn read_tasks(
 /// that cannot within it has a blocked worker, which the error says.
 const TASK_DUMP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The end-of-run task dump: where the live tasks are parked. An agent
-/// built without the `taskdump` feature answers 404, which is no error.
+/// The end-of-run task dump: where the live tasks are parked. Its failure
+/// (no `taskdump` feature, dumps not allowed, the deadline passed) is the
+/// source's error in meta.json and a warning: the recording stands.
 async fn take_task_dump(
     agent: &AgentSource,
     writer: &RunWriter,
@@ -332,7 +337,6 @@ async fn take_task_dump(
     let t = Instant::now();
     let outcome = match agent.task_dump(TASK_DUMP_DEADLINE).await {
         Ok(dump) => writer.write_task_dump(&dump).map_err(|e| e.to_string()),
-        Err(crate::sources::http::HttpError::Status { status: 404, .. }) => return,
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = &outcome {

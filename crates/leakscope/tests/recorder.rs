@@ -71,6 +71,7 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         interval: Duration::from_millis(100),
         duration: Some(Duration::from_secs(60)),
         heap_profile_every: Some(Duration::from_millis(500)),
+        task_dump: false,
     };
     let run_dir = dir.path().join("run");
     let mut writer = RunWriter::create(&run_dir, meta(pid)).unwrap();

@@ -109,6 +109,13 @@ pub struct RecordingArgs {
     /// A heap profile at the start, every this often, and at the end.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub heap_profile_every: Duration,
+    /// At the end, ask the agent for a task dump (where each live task is
+    /// parked) into tasks-dump.json. Off by default: on a multi-thread
+    /// runtime tokio's dump can wedge the target for good (the README says
+    /// when), and the agent refuses it unless started with
+    /// LEAKSCOPE_TASK_DUMPS=on.
+    #[arg(long)]
+    pub task_dump: bool,
     /// How long one source may take to answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub source_timeout: Duration,

@@ -157,6 +157,7 @@ pub async fn record(
         interval: rec.interval,
         duration: rec.duration,
         heap_profile_every: Some(rec.heap_profile_every),
+        task_dump: rec.task_dump,
     };
     let first_tick = Arc::new(Notify::new());
     let load_ended = Arc::new(Notify::new());

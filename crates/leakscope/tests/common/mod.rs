@@ -13,8 +13,11 @@ use tracing_subscriber::prelude::*;
 pub const TARGET_ROOT_ENV: &str = "LEAKSCOPE_TEST_TARGET_ROOT";
 /// "leaky" or "fixed": the scenario variant the child serves.
 pub const TARGET_VARIANT_ENV: &str = "LEAKSCOPE_TEST_TARGET_VARIANT";
-/// Set (to anything) for a runtime with the agent's task hooks, which the
-/// sidecar then reads tasks from; unset, tasks come from the console.
+/// Set (to anything) for a current-thread runtime with the agent's task
+/// hooks, which the sidecar then reads tasks from, and task dumps allowed
+/// (a current-thread runtime is dumped from inside, so the multi-thread
+/// dump's barrier, which a loaded machine can wedge, is not involved);
+/// unset, a multi-thread runtime and tasks from the console.
 pub const TARGET_HOOKS_ENV: &str = "LEAKSCOPE_TEST_TARGET_HOOKS";
 /// "N,MIB,FILE": once FILE exists, the child spawns N tasks (from this file)
 /// that end a second later, and allocates MIB MiB it keeps.
@@ -29,8 +32,12 @@ pub fn target_process() {
     let Ok(root) = std::env::var(TARGET_ROOT_ENV) else {
         return;
     };
-    let rt = if std::env::var_os(TARGET_HOOKS_ENV).is_some() {
-        leakscope_agent::tasks::runtime().build().unwrap()
+    let hooks = std::env::var_os(TARGET_HOOKS_ENV).is_some();
+    let rt = if hooks {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        leakscope_agent::tasks::install(b.enable_all())
+            .build()
+            .unwrap()
     } else {
         tokio::runtime::Runtime::new().unwrap()
     };
@@ -42,6 +49,7 @@ pub fn target_process() {
         let (layer, console) = leakscope_agent::console::spawn(&config).unwrap();
         tracing_subscriber::registry().with(layer).init();
         let agent = leakscope_agent::Agent::builder()
+            .task_dumps(hooks)
             .listen(Some("127.0.0.1:0".parse().unwrap()))
             .start()
             .unwrap();
