@@ -13,6 +13,10 @@ pub struct AgentSource {
     base: String,
     client: HttpClient,
     timeout: Duration,
+    /// Set once the agent said its runtime has no task hooks: a runtime
+    /// does not gain them later, so the tick stops asking (each request is
+    /// time the tick spends off the target's figures).
+    no_hooks: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentSource {
@@ -22,6 +26,7 @@ impl AgentSource {
             base: base.trim_end_matches('/').to_string(),
             client: http::client(),
             timeout,
+            no_hooks: Default::default(),
         }
     }
 
@@ -47,6 +52,10 @@ impl AgentSource {
     /// Live tasks from the agent's task hooks; `Ok(None)` when the target's
     /// runtime was built without them (the console is the fallback then).
     pub async fn tasks(&self) -> Result<Option<TaskSample>, HttpError> {
+        use std::sync::atomic::Ordering;
+        if self.no_hooks.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let url = format!("{}/debug/tasks", self.base);
         let body = http::get(&self.client, &url, self.timeout).await?;
         #[derive(serde::Deserialize)]
@@ -58,6 +67,7 @@ impl AgentSource {
             url: url.clone(),
             message: format!("not the agent's JSON: {e}"),
         })?;
+        self.no_hooks.store(t.hooks.is_none(), Ordering::Relaxed);
         Ok(t.hooks.map(|h| TaskSample {
             source: TaskSource::AgentHooks,
             live_tasks: h.live,
