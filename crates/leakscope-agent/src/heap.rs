@@ -142,7 +142,8 @@ mod imp {
     }
 
     /// Dumps the sampled heap profile. Blocking: it writes a temp file and
-    /// symbolizes (~0.3 s the first time), so call it off the async workers.
+    /// symbolizes (tens to hundreds of ms, logged), so call it off the async
+    /// workers.
     pub fn profile(format: Format) -> Result<Vec<u8>, AgentError> {
         let ctl = jemalloc_pprof::PROF_CTL
             .as_ref()
@@ -151,27 +152,43 @@ mod imp {
         if !ctl.activated() {
             return Err(AgentError::HeapProfilingOff);
         }
-        let out = ctl.dump_profile().and_then(|profile| match format {
-            Format::Pprof => {
-                Ok(profile.to_pprof(("inuse_space", "bytes"), ("space", "bytes"), None))
-            }
-            // inferno refuses an empty input, and a quiet process (or one
-            // sampled at a coarse interval) often has no sampled allocation
-            // live: that is an answer, not a server error.
-            Format::Svg if profile.stacks.is_empty() => Ok(EMPTY_FLAMEGRAPH.to_vec()),
-            Format::Svg => {
-                let mut opts = inferno::flamegraph::Options::default();
-                opts.title = "inuse_space".to_string();
-                opts.count_name = "bytes".to_string();
-                profile.to_flamegraph(&mut opts)
-            }
-        });
-        // Symbolizing goes through backtrace-rs, whose parsed-DWARF cache
-        // then stays: about 80 MB in the download server, which a recorder
-        // taking a profile every 10 s saw as a heap step in every run.
-        // Dropping it costs the next dump a fresh parse.
-        backtrace::clear_symbol_cache();
-        out.map_err(|e| AgentError::Profile(format!("{e:#}")))
+        let stacks = ctl
+            .dump_profile()
+            .map_err(|e| AgentError::Profile(format!("{e:#}")))?;
+        drop(ctl);
+        let period = sample_interval_lg()?.map(|lg| 1u64 << lg);
+        // Our own symbolizer, not jemalloc_pprof's: it names inlined frames
+        // by their qualified paths and cuts jemalloc and the allocation
+        // library from the leaf end. Its tables are dropped with it, so a
+        // recorder dumping every 10 s does not see them as a heap step.
+        let (profile, built) = leakscope_pprof::heap_profile(&stacks, period);
+        tracing::debug!(
+            samples = built.samples,
+            addresses = built.addresses,
+            trimmed = built.trimmed,
+            elapsed_ms = built.elapsed.as_millis() as u64,
+            "heap profile symbolized"
+        );
+        match format {
+            Format::Pprof => Ok(leakscope_pprof::encode_gzip(&profile)),
+            Format::Svg => flamegraph(&leakscope_pprof::folded(&profile, "inuse_space")),
+        }
+    }
+
+    fn flamegraph(lines: &[String]) -> Result<Vec<u8>, AgentError> {
+        // inferno refuses an empty input, and a quiet process (or one
+        // sampled at a coarse interval) often has no sampled allocation
+        // live: that is an answer, not a server error.
+        if lines.is_empty() {
+            return Ok(EMPTY_FLAMEGRAPH.to_vec());
+        }
+        let mut opts = inferno::flamegraph::Options::default();
+        opts.title = "inuse_space".to_string();
+        opts.count_name = "bytes".to_string();
+        let mut svg = Vec::new();
+        inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)
+            .map_err(|e| AgentError::Profile(format!("flamegraph: {e}")))?;
+        Ok(svg)
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{attributed_to, first_value_type, get, start_agent};
+use common::{attributed_to, first_value_type, flat_of, get, start_agent};
 
 const MIB: u64 = 1 << 20;
 
@@ -44,6 +44,15 @@ async fn heap_profile_is_pprof_and_names_the_allocating_function_and_file() {
         site.value as u64 >= 16 * MIB,
         "only {} bytes attributed to the site holding 32 MiB",
         site.value
+    );
+
+    // With jemalloc, the shims and `vec!`'s machinery cut from the leaf,
+    // the bytes are the holding function's own (flat), under its
+    // qualified name.
+    let flat = flat_of(&r.body, "heap::hold_memory_for_profile_test");
+    assert!(
+        flat as u64 >= 16 * MIB,
+        "only {flat} bytes flat in heap::hold_memory_for_profile_test"
     );
 
     let svg = get(addr, "/debug/pprof/heap?format=svg");

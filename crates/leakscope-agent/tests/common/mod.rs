@@ -126,6 +126,32 @@ pub fn attributed_to(gzipped: &[u8], function: &str) -> Attributed {
     }
 }
 
+/// Bytes whose stack's leaf (the innermost function of its first location)
+/// is `function`: what `go tool pprof -top` shows as its flat bytes.
+pub fn flat_of(gzipped: &[u8], function: &str) -> i64 {
+    use pprof::protos::Message;
+    let profile =
+        pprof::protos::Profile::decode(gunzip(gzipped).as_slice()).expect("pprof protobuf");
+    let s = |i: i64| profile.string_table[i as usize].as_str();
+    let leaf_name = |location_id: u64| {
+        let l = profile.location.iter().find(|l| l.id == location_id)?;
+        let id = l.line.first()?.function_id;
+        let f = profile.function.iter().find(|f| f.id == id)?;
+        Some(s(f.name))
+    };
+    profile
+        .sample
+        .iter()
+        .filter(|smp| {
+            smp.location_id
+                .first()
+                .and_then(|id| leaf_name(*id))
+                .is_some_and(|n| n.contains(function))
+        })
+        .map(|smp| smp.value[0])
+        .sum()
+}
+
 /// The first value type's name (`inuse_space`, `cpu`, …).
 pub fn first_value_type(gzipped: &[u8]) -> String {
     use pprof::protos::Message;
