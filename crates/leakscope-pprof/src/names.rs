@@ -127,6 +127,13 @@ fn split_impl(function: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Whether a name is a path (`a::b`, `<T as a::B>::f`) rather than a bare
+/// name whose generic arguments happen to hold paths
+/// (`try_allocate_in<alloc::alloc::Global>`).
+pub fn is_qualified(name: &str) -> bool {
+    find_top_level(name, "::").is_some()
+}
+
 /// The first `needle` in `s` outside any `<…>`.
 fn find_top_level(s: &str, needle: &str) -> Option<usize> {
     let mut depth = 0i32;
@@ -247,6 +254,20 @@ mod tests {
         ] {
             assert_eq!(machinery(name, "src/x.rs"), None, "{name}");
         }
+    }
+
+    #[test]
+    fn a_bare_name_with_paths_in_its_generics_is_not_qualified() {
+        assert!(!is_qualified("try_allocate_in<alloc::alloc::Global>"));
+        assert!(!is_qualified("alloc<tikv_jemallocator::Jemalloc>"));
+        assert!(!is_qualified("{async_fn#0}"));
+        assert!(is_qualified("alloc::slice::to_vec<u8>"));
+        assert!(is_qualified(
+            "<T as alloc::slice::hack::ConvertVec>::to_vec"
+        ));
+        assert!(is_qualified(
+            "<alloc::raw_vec::RawVecInner>::try_allocate_in"
+        ));
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl RawFrame {
         };
         if let Some(raw) = &self.name {
             let demangled = names::demangle(raw);
-            if demangled.contains("::") {
+            if names::is_qualified(&demangled) {
                 return frame(demangled, raw.clone(), Naming::Linkage);
             }
         }
