@@ -72,6 +72,34 @@ pub struct CheckReport {
     pub notes: Vec<String>,
     /// Usable and nothing breached.
     pub pass: bool,
+    /// The allocation site in the target's own code whose live bytes grew
+    /// most between the first and last heap profile: what to fix. Added in
+    /// schema 1 without a bump (a new field breaks no reader).
+    pub allocation_site: Option<AllocationSite>,
+}
+
+/// A frame of a heap profile's stack, named as `go tool pprof` names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocationSite {
+    /// Qualified Rust path: `download_server::scenarios::session_map::handle::{{closure}}`.
+    pub function: String,
+    pub file: String,
+    pub line: i64,
+    /// Sampled live bytes gained between the two profiles.
+    pub growth_bytes: f64,
+}
+
+/// The most-grown heap site's first frame in the target's own code.
+fn allocation_site(a: &Analysis) -> Option<AllocationSite> {
+    a.attribution.heap_sites.iter().find_map(|h| {
+        let f = h.frames.get(h.own?)?;
+        Some(AllocationSite {
+            function: f.function.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            growth_bytes: h.growth,
+        })
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +198,7 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
         breaches,
         unchecked,
         notes: a.notes.clone(),
+        allocation_site: allocation_site(a),
     }
 }
 

@@ -359,6 +359,12 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         .find_map(|s| s.own.map(|i| (&s.frames[i], s.growth)))
         .expect("an allocation site in the target's own code");
     assert!(own.0.file.ends_with("tests/common/mod.rs"), "{own:?}");
+    // Named as go tool pprof names it: the qualified path of the async
+    // block that allocates, not `{async_block#0}`.
+    assert!(
+        own.0.function.starts_with("cli::common::target_process::"),
+        "{own:?}"
+    );
     assert!(own.1 >= 32.0 * 1024.0 * 1024.0, "{own:?}");
 }
 

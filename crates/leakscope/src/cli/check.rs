@@ -128,18 +128,14 @@ fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
     }
     // The biggest growth in the target's own code; the machinery's
     // (allocator, agent) is in the report's full table.
-    let own = att
-        .heap_sites
-        .iter()
-        .find_map(|h| h.own.and_then(|i| h.frames.get(i)).map(|f| (h, f)));
-    if let Some((h, f)) = own {
+    if let Some(site) = &r.allocation_site {
         writeln!(
             out,
             "  most-grown allocation site: {} ({}:{}) +{}",
-            f.function,
-            f.file,
-            f.line,
-            describe::amount(h.growth, leakscope_analysis::Unit::Bytes)
+            site.function,
+            site.file,
+            site.line,
+            describe::amount(site.growth_bytes, leakscope_analysis::Unit::Bytes)
         )?;
     }
     for n in &r.notes {
