@@ -15,7 +15,7 @@ SECS=${SECONDS_PER_LOAD:-5}
 command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "build it first: cargo build --release -p download-server" >&2; exit 2; }
 WORK=$(mktemp -d)
-trap 'kill $P 2> /dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $P 2> /dev/null; [ -n "${KEEP:-}" ] && cp "$WORK"/*.pb.gz "$KEEP"/; rm -rf "$WORK"' EXIT
 mkdir "$WORK/root"
 head -c 4096 /dev/urandom > "$WORK/root/4k.bin"
 "$BIN" --root "$WORK/root" --listen 127.0.0.1:19031 --debug-listen 127.0.0.1:19131 \
