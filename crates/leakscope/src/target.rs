@@ -5,6 +5,10 @@
 //! (SIGTERM to the group, SIGKILL after a deadline) and still finishes the
 //! run directory. Its output goes to a log file in the run directory, line by
 //! line, and is scanned for the ready line and for addresses it announces.
+//!
+//! The target never outlives leakscope: a guard process stops its group if
+//! leakscope dies (`guard`), and whatever the leader leaves running in its
+//! group is stopped with it.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,6 +21,8 @@ use leakscope_rundir::TargetEnd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+mod guard;
 
 /// How leakscope knows the target can take load.
 #[derive(Debug, Clone)]
@@ -69,6 +75,9 @@ pub struct Target {
     lines: Vec<String>,
     ready_line: Option<String>,
     end: Option<TargetEnd>,
+    /// `None` only if the guard could not start (no /bin/sh), which is
+    /// logged.
+    guard: Option<guard::Guard>,
 }
 
 /// Lines kept for error messages when the target fails to start.
@@ -103,6 +112,13 @@ impl Target {
                 source,
             })?;
         let pid = child.id().expect("a child just spawned has a pid");
+        let guard = guard::Guard::watch(pid)
+            .map_err(|e| {
+                tracing::warn!(
+                    "no guard for the target ({e}): if leakscope is killed, the target will outlive it"
+                )
+            })
+            .ok();
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, Arc::clone(&log), tx.clone()));
@@ -116,6 +132,7 @@ impl Target {
             lines: Vec::new(),
             ready_line: None,
             end: None,
+            guard,
         };
         let deadline = Instant::now() + timeout;
         let tail = |lines: &[String]| {
@@ -278,33 +295,69 @@ impl Target {
     }
 
     /// SIGTERM to the target's process group, SIGKILL if it is still there
-    /// after `grace`; returns how it ended.
+    /// after `grace`; returns how the leader ended. What the leader left
+    /// running in its group (background children) is stopped the same way.
     pub async fn stop(&mut self, grace: Duration) -> TargetEnd {
-        if let Some(end) = self.try_end() {
-            return end;
-        }
-        let group = rustix::process::Pid::from_raw(self.pid as i32);
-        if let Some(group) = group {
-            if let Err(e) =
-                rustix::process::kill_process_group(group, rustix::process::Signal::TERM)
-            {
-                tracing::debug!(error = %e, "SIGTERM to the target's group");
+        if self.try_end().is_none() {
+            signal_group(self.pid, rustix::process::Signal::TERM);
+            if tokio::time::timeout(grace, self.ended()).await.is_err() {
+                tracing::warn!(
+                    pid = self.pid,
+                    ?grace,
+                    "the target ignored SIGTERM; sending SIGKILL"
+                );
+                signal_group(self.pid, rustix::process::Signal::KILL);
+                let _ = self.child.start_kill();
             }
         }
-        if let Ok(end) = tokio::time::timeout(grace, self.ended()).await {
-            return end;
+        let end = self.ended().await;
+        self.sweep_group(grace).await;
+        if let Some(guard) = self.guard.take() {
+            guard.release();
         }
-        tracing::warn!(
-            pid = self.pid,
-            ?grace,
-            "the target ignored SIGTERM; sending SIGKILL"
-        );
-        if let Some(group) = group {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        }
-        let _ = self.child.start_kill();
-        self.ended().await
+        end
     }
+
+    /// Stops what is left of the group once its leader has ended.
+    async fn sweep_group(&self, grace: Duration) {
+        if !signal_group(self.pid, rustix::process::Signal::TERM) {
+            return;
+        }
+        tracing::info!(
+            pgid = self.pid,
+            "the target left processes in its group; stopping them"
+        );
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !group_alive(self.pid) {
+                return;
+            }
+        }
+        signal_group(self.pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Whether the signal reached a group that still had members.
+fn signal_group(pgid: u32, signal: rustix::process::Signal) -> bool {
+    let Some(group) = rustix::process::Pid::from_raw(pgid as i32) else {
+        return false;
+    };
+    match rustix::process::kill_process_group(group, signal) {
+        Ok(()) => true,
+        Err(e) => {
+            if e != rustix::io::Errno::SRCH {
+                tracing::debug!(error = %e, ?signal, "signal to the target's group");
+            }
+            false
+        }
+    }
+}
+
+/// Signal 0 to the group: whether any member is left.
+fn group_alive(pgid: u32) -> bool {
+    rustix::process::Pid::from_raw(pgid as i32)
+        .is_some_and(|g| rustix::process::test_kill_process_group(g).is_ok())
 }
 
 async fn pump(

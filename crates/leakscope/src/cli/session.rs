@@ -236,15 +236,21 @@ pub async fn record(
     })
 }
 
+/// Ctrl-C, SIGTERM, or SIGHUP (the terminal closed): each ends the
+/// recording the graceful way, the target stopped and the run directory
+/// finished.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return std::future::pending().await,
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
 }
 
