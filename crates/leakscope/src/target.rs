@@ -10,19 +10,20 @@
 //! leakscope dies (`guard`), and whatever the leader leaves running in its
 //! group is stopped with it.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leakscope_rundir::TargetEnd;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 mod guard;
+mod output;
+
+pub use output::{MAX_LINE, MAX_LOG};
 
 /// How leakscope knows the target can take load.
 #[derive(Debug, Clone)]
@@ -71,17 +72,14 @@ pub enum TargetError {
 pub struct Target {
     child: Child,
     pid: u32,
-    /// Every line printed before it was ready, for placeholders.
-    lines: Vec<String>,
+    /// What it printed before it was ready, for placeholders and errors.
+    lines: output::Kept,
     ready_line: Option<String>,
     end: Option<TargetEnd>,
     /// `None` only if the guard could not start (no /bin/sh), which is
     /// logged.
     guard: Option<guard::Guard>,
 }
-
-/// Lines kept for error messages when the target fails to start.
-const TAIL_LINES: usize = 20;
 
 impl Target {
     /// Starts `command`, logging its output to `log`, and waits until it is
@@ -94,11 +92,10 @@ impl Target {
         timeout: Duration,
     ) -> Result<Self, TargetError> {
         let (program, args) = command.split_first().ok_or(TargetError::NoCommand)?;
-        let file = std::fs::File::create(log).map_err(|source| TargetError::Log {
+        let log = output::Log::create(log).map_err(|source| TargetError::Log {
             path: log.to_path_buf(),
             source,
         })?;
-        let log = Arc::new(Mutex::new(std::io::LineWriter::new(file)));
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -121,29 +118,20 @@ impl Target {
             .ok();
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, Arc::clone(&log), tx.clone()));
+            tokio::spawn(output::pump(out, Arc::clone(&log), tx.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, log, tx));
+            tokio::spawn(output::pump(err, log, tx));
         }
         let mut target = Self {
             child,
             pid,
-            lines: Vec::new(),
+            lines: output::Kept::default(),
             ready_line: None,
             end: None,
             guard,
         };
         let deadline = Instant::now() + timeout;
-        let tail = |lines: &[String]| {
-            let from = lines.len().saturating_sub(TAIL_LINES);
-            let t = lines[from..].join("\n");
-            if t.is_empty() {
-                "(nothing)".to_string()
-            } else {
-                t
-            }
-        };
         loop {
             if let Ready::Port(addr) = ready {
                 if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -170,7 +158,7 @@ impl Target {
                 return Err(TargetError::NotReady {
                     timeout,
                     waiting_for,
-                    tail: tail(&target.lines),
+                    tail: target.lines.tail(),
                 });
             }
             let poll = (deadline - now).min(Duration::from_millis(50));
@@ -190,7 +178,7 @@ impl Target {
                         let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
                         return Err(TargetError::ExitedEarly {
                             end: describe(&end),
-                            tail: tail(&target.lines),
+                            tail: target.lines.tail(),
                         });
                     }
                 },
@@ -203,7 +191,7 @@ impl Target {
                     }
                     return Err(TargetError::ExitedEarly {
                         end: describe(&end),
-                        tail: tail(&target.lines),
+                        tail: target.lines.tail(),
                     });
                 }
                 _ = tokio::time::sleep(poll) => {}
@@ -231,6 +219,7 @@ impl Target {
             let line = match inner.strip_prefix("addr:") {
                 Some(prefix) => self
                     .lines
+                    .first()
                     .iter()
                     .find(|l| l.trim_start().starts_with(prefix))
                     .map(|l| (l, prefix.to_string())),
@@ -358,31 +347,6 @@ fn signal_group(pgid: u32, signal: rustix::process::Signal) -> bool {
 fn group_alive(pgid: u32) -> bool {
     rustix::process::Pid::from_raw(pgid as i32)
         .is_some_and(|g| rustix::process::test_kill_process_group(g).is_ok())
-}
-
-async fn pump(
-    stream: impl AsyncRead + Unpin,
-    log: Arc<Mutex<std::io::LineWriter<std::fs::File>>>,
-    lines: mpsc::UnboundedSender<String>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if let Ok(mut log) = log.lock() {
-            let _ = log.write_all(&buf);
-            if buf.last() != Some(&b'\n') {
-                let _ = log.write_all(b"\n");
-            }
-        }
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        // Nobody listens once the target is ready; that is fine.
-        let _ = lines.send(line);
-    }
 }
 
 pub fn end_of(status: ExitStatus) -> TargetEnd {

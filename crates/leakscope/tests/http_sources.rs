@@ -86,3 +86,38 @@ fn sum_counter_reads_openmetrics_and_prometheus_text() {
     let text = "# HELP http_requests HTTP requests.\n# TYPE http_requests counter\n# EOF\n";
     assert_eq!(sum_counter(text, "http_requests_total"), Some(0));
 }
+
+/// An endpoint that streams without end (a misdirected `--metrics` or
+/// `--agent`) is cut off at the size bound, long before the deadline, and
+/// the error says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_streams_without_end_is_cut_off_at_the_size_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(&chunk);
+        framed.extend_from_slice(b"\r\n");
+        // Endless, until the client goes away.
+        while s.write_all(&framed).await.is_ok() {}
+    });
+    let client = leakscope::sources::http::client();
+    let started = std::time::Instant::now();
+    let err = leakscope::sources::http::get(&client, &format!("http://{addr}/metrics"), T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, leakscope::sources::http::HttpError::TooLarge { limit, .. } if limit == leakscope::sources::http::MAX_BODY),
+        "{err}"
+    );
+    assert!(started.elapsed() < T, "{:?}", started.elapsed());
+    server.abort();
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -17,6 +17,8 @@ pub fn client() -> HttpClient {
 pub enum HttpError {
     #[error("{url}: not a valid URL")]
     BadUrl { url: String },
+    #[error("{url}: the answer is longer than {limit} bytes; not read further")]
+    TooLarge { url: String, limit: usize },
     #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("{url}: {message}")]
@@ -29,8 +31,15 @@ pub enum HttpError {
     },
 }
 
-/// GETs `url`; a non-2xx answer is an error carrying the start of its body
-/// (the agent explains refusals there).
+/// The most a source's answer may be. Real ones are far smaller (a
+/// `/metrics` page, the agent's JSON, a gzipped heap profile or task dump of
+/// a few MB); an endpoint that streams without end must not take the
+/// recorder's memory with it (one took 2.5 GB within a 1 s timeout).
+pub const MAX_BODY: usize = 32 << 20;
+
+/// GETs `url`, reading at most [`MAX_BODY`] bytes within `timeout`; a
+/// non-2xx answer is an error carrying the start of its body (the agent
+/// explains refusals there).
 pub async fn get(client: &HttpClient, url: &str, timeout: Duration) -> Result<Bytes, HttpError> {
     let uri: http::Uri = url
         .parse()
@@ -41,13 +50,21 @@ pub async fn get(client: &HttpClient, url: &str, timeout: Duration) -> Result<By
             message: e.to_string(),
         })?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| HttpError::Failed {
-                url: url.into(),
-                message: e.to_string(),
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    HttpError::TooLarge {
+                        url: url.into(),
+                        limit: MAX_BODY,
+                    }
+                } else {
+                    HttpError::Failed {
+                        url: url.into(),
+                        message: e.to_string(),
+                    }
+                }
             })?
             .to_bytes();
         if !status.is_success() {
