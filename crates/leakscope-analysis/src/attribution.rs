@@ -253,20 +253,22 @@ pub fn attribute(
                 .unwrap_or_default()
         });
     }
-    // Heap: the first and the last profile that exist on disk.
+    // Heap: the first and the last profile that exist on disk, under the
+    // run directory's profiles/ (a name pointing elsewhere is not opened).
     let named: Vec<&String> = samples
         .iter()
         .filter_map(|s| s.heap_profile.as_ref())
         .collect();
-    let present: Vec<&String> = named
-        .iter()
-        .copied()
-        .filter(|n| dir.join(n).is_file())
-        .collect();
-    for missing in named.iter().filter(|n| !dir.join(n).is_file()) {
-        notes.push(format!(
-            "heap profile {missing} is listed in samples.jsonl but missing"
-        ));
+    let mut present: Vec<&String> = Vec::new();
+    for name in named {
+        if leakscope_rundir::profile_file(dir, name).is_some() {
+            present.push(name);
+        } else {
+            notes.push(format!(
+                "heap profile {name:?} in samples.jsonl is missing, or not a regular file under {}/; not opened",
+                leakscope_rundir::PROFILES_DIR
+            ));
+        }
     }
     if let (Some(first), Some(last)) = (present.first(), present.last()) {
         if first != last {

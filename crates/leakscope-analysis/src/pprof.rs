@@ -13,7 +13,7 @@ pub type Stacks = HashMap<Vec<Frame>, f64>;
 /// The most a profile may take once decompressed. The agent's are a few
 /// MB; a file past this is not one of them, and reading it whole would
 /// let a small gzip take the analysis's memory.
-pub const MAX_PROFILE_BYTES: u64 = 256 << 20;
+pub const MAX_PROFILE_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {

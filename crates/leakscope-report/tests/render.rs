@@ -136,6 +136,14 @@ fn damaged_and_tiny_runs_render_with_a_note() {
     listed["heap_profile"] = "profiles/heap-000000.pb.gz".into();
     let first_line_end = text.find('\n').unwrap();
     text.replace_range(..first_line_end, &listed.to_string());
+    // Names that point outside the run directory are never opened, even
+    // when the file exists.
+    for (seq, outside) in [(1, "/etc/passwd"), (2, "../../../../../../etc/passwd")] {
+        let line = text.lines().nth(seq).unwrap().to_string();
+        let mut v = serde_json::from_str::<serde_json::Value>(&line).unwrap();
+        v["heap_profile"] = outside.into();
+        text = text.replacen(&line, &v.to_string(), 1);
+    }
     text.push_str("{\"seq\": 40, \"t_ms\"");
     std::fs::write(torn.join("samples.jsonl"), text).unwrap();
     // One sample only.
@@ -145,6 +153,7 @@ fn damaged_and_tiny_runs_render_with_a_note() {
     let notes = |i: usize| analyses[i].notes.join("\n");
     assert!(notes(0).contains("cut off"), "{}", notes(0));
     assert!(notes(0).contains("missing"), "{}", notes(0));
+    assert!(notes(0).contains("not opened"), "{}", notes(0));
     assert!(notes(1).contains("only 1 sample"), "{}", notes(1));
     assert_eq!(
         analyses[1].metric("fds").unwrap().verdict(),

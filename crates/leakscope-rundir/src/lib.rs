@@ -47,6 +47,25 @@ pub const DHAT_FILE: &str = "dhat-heap.json";
 /// live tasks were parked.
 pub const TASK_DUMP_FILE: &str = "tasks-dump.json";
 
+/// The file a sample's `heap_profile` names, when it names a regular file
+/// under the run directory's `profiles/`, as the writer always does; else
+/// `None`. Why: samples.jsonl is input like any other, and a name such as
+/// `/etc/passwd` or `../../x` must not make a reader open a file outside the
+/// run directory.
+pub fn profile_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let mut parts = std::path::Path::new(name).components();
+    let file = match (parts.next(), parts.next(), parts.next()) {
+        (Some(Component::Normal(d)), Some(Component::Normal(f)), None) if d == PROFILES_DIR => f,
+        _ => return None,
+    };
+    let path = dir.join(PROFILES_DIR).join(file);
+    // Not followed: a symlink out of the directory is refused too.
+    std::fs::symlink_metadata(&path)
+        .is_ok_and(|m| m.is_file())
+        .then_some(path)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
     #[error("{path}: {source}")]
@@ -73,4 +92,35 @@ pub enum RunDirError {
         line: usize,
         message: String,
     },
+}
+
+#[cfg(test)]
+mod profile_file_tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_under_profiles_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(PROFILES_DIR)).unwrap();
+        std::fs::write(dir.path().join("profiles/heap-000001.pb.gz"), b"x").unwrap();
+        std::fs::write(dir.path().join("elsewhere"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("profiles/link")).unwrap();
+        assert_eq!(
+            profile_file(dir.path(), "profiles/heap-000001.pb.gz"),
+            Some(dir.path().join("profiles/heap-000001.pb.gz"))
+        );
+        for bad in [
+            "/etc/passwd",
+            "../../../etc/passwd",
+            "profiles/../elsewhere",
+            "elsewhere",
+            "profiles/link",
+            "profiles/missing.pb.gz",
+            "profiles",
+            "",
+            "./profiles/heap-000001.pb.gz",
+        ] {
+            assert_eq!(profile_file(dir.path(), bad), None, "{bad}");
+        }
+    }
 }
