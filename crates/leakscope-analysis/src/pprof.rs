@@ -30,10 +30,18 @@ pub enum ProfileError {
 }
 
 pub fn read(path: &Path) -> Result<Stacks, ProfileError> {
-    let raw = std::fs::read(path).map_err(|source| ProfileError::Read {
+    use std::io::Read;
+    let io = |source| ProfileError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // The file itself is bounded too: read at most one byte past the limit.
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
     let profile = leakscope_pprof::decode(&raw, MAX_PROFILE_BYTES).map_err(|source| {
         ProfileError::Decode {
             path: path.to_path_buf(),
