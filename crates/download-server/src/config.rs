@@ -30,7 +30,29 @@ pub struct Config {
     pub variant: Option<crate::scenarios::Variant>,
 }
 
+/// The longest timeout the server takes: longer is a mistake, and adding
+/// it to the clock panics past its range.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Config {
+    /// Why the server cannot run with this configuration, if it cannot: a
+    /// limit of 0 answers every download 503 while /healthz says ok, and a
+    /// timeout past [`MAX_TIMEOUT`] panics a worker on every connection.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_inflight == 0 || self.max_zip_streams == 0 {
+            return Err("max_inflight and max_zip_streams must be at least 1".into());
+        }
+        let timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("stall_timeout", self.stall_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ];
+        match timeouts.iter().find(|(_, d)| *d > MAX_TIMEOUT) {
+            Some((name, d)) => Err(format!("{name} {d:?} is longer than a year")),
+            None => Ok(()),
+        }
+    }
+
     /// Defaults a production server could start with.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {

@@ -23,5 +23,5 @@ pub mod signing;
 pub mod stall;
 pub mod zip_stream;
 
-pub use config::Config;
+pub use config::{Config, MAX_TIMEOUT};
 pub use server::{Server, ServerError};

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +59,15 @@ impl SecretArgs {
     }
 }
 
+/// A duration flag, at most a year: longer is a typo or a probe, and
+/// `Instant + d` panics a worker past the clock's range.
+fn timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    (d <= download_server::MAX_TIMEOUT)
+        .then_some(d)
+        .ok_or_else(|| format!("{s:?} is longer than a year"))
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Directory to serve (required to serve).
@@ -69,22 +78,22 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Requests answered or streaming at once; excess get 503.
-    #[arg(long, default_value_t = 1024)]
-    max_inflight: usize,
+    #[arg(long, default_value_t = NonZeroUsize::new(1024).expect("1024 > 0"))]
+    max_inflight: NonZeroUsize,
     /// ZIP archives streaming at once; excess get 503.
-    #[arg(long, default_value_t = 16)]
-    max_zip_streams: usize,
+    #[arg(long, default_value_t = NonZeroUsize::new(16).expect("16 > 0"))]
+    max_zip_streams: NonZeroUsize,
     /// Requests per second per client IP (burst of the same size); excess get 429.
     #[arg(long)]
     rate_per_ip: Option<NonZeroU32>,
     /// Time to send a request head; also the idle keep-alive limit.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = timeout)]
     header_read_timeout: Duration,
     /// Time a response may make no write progress before the connection drops.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = timeout)]
     stall_timeout: Duration,
     /// How long shutdown waits for in-flight responses.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = timeout)]
     shutdown_timeout: Duration,
     #[command(flatten)]
     secret: SecretArgs,
@@ -125,7 +134,7 @@ struct SignArgs {
     /// The decoded request path, e.g. "/files/reports/q3 summary.pdf".
     path: String,
     /// How long the URL stays valid.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = timeout)]
     ttl: Duration,
     /// Scheme and authority to prefix, e.g. http://127.0.0.1:8080.
     #[arg(long, default_value = "")]
@@ -193,8 +202,8 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
         )?;
     let mut config = Config::new(root);
     config.listen = args.listen;
-    config.max_inflight = args.max_inflight;
-    config.max_zip_streams = args.max_zip_streams;
+    config.max_inflight = args.max_inflight.get();
+    config.max_zip_streams = args.max_zip_streams.get();
     config.rate_per_ip = args.rate_per_ip;
     config.header_read_timeout = args.header_read_timeout;
     config.stall_timeout = args.stall_timeout;

@@ -33,6 +33,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub struct Server {
@@ -43,6 +45,7 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        config.check().map_err(ServerError::Config)?;
         let root = ServeRoot::open(&config.root).map_err(|source| ServerError::Root {
             path: config.root.clone(),
             source,

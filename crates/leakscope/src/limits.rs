@@ -87,3 +87,37 @@ mod tests {
         assert!(l.host_memory.is_some_and(|m| m > 0));
     }
 }
+
+/// Files this process keeps open besides the load's sockets (run
+/// directory, sources, the runtime's own), with room to spare.
+const OWN_FILES: u64 = 64;
+
+/// How many requests the load can keep open at once on this machine, and
+/// what bounds it: each is a socket, so the fds this process may open
+/// (RLIMIT_NOFILE, less its own files) and the local ports a connection to
+/// one address can take (`ip_local_port_range`). `None` when neither can be
+/// read.
+pub fn load_capacity() -> Option<(u64, String)> {
+    let fds = Process::myself()
+        .ok()
+        .and_then(|p| p.limits().ok())
+        .and_then(|l| value(l.max_open_files.soft_limit))
+        .map(|n| {
+            (
+                n.saturating_sub(OWN_FILES),
+                format!("this process may open {n} files (ulimit -n), {OWN_FILES} of them its own"),
+            )
+        });
+    let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+            let (lo, hi) = (it.next()??, it.next()??);
+            let n = hi.checked_sub(lo)? + 1;
+            Some((n, format!("a connection to one address may use {n} local ports (ip_local_port_range {lo}-{hi})")))
+        });
+    match (fds, ports) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}

@@ -251,6 +251,44 @@ fn check_says_when_a_run_is_unusable() {
     assert!(!setup.out("r").exists(), "nothing is written");
 }
 
+/// `leakscope check RUN | head -1`: a reader that closes the pipe does not
+/// make check panic, and the exit status still says what it found.
+#[test]
+fn check_into_a_closed_pipe_keeps_its_exit_status() {
+    let setup = Setup::new();
+    let run = setup.out("short");
+    let o = leakscope(
+        &[
+            "run",
+            "-q",
+            "--interval",
+            "50ms",
+            "--duration",
+            "1s",
+            "--out",
+            run.to_str().unwrap(),
+            "--",
+            "sleep",
+            "5",
+        ],
+        &[],
+    );
+    assert!(run.join("samples.jsonl").is_file(), "{}", stderr(&o));
+    let open = leakscope(&["check", run.to_str().unwrap()], &[]);
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakscope"));
+        cmd.arg("check").arg(&run);
+        if json {
+            cmd.arg("--json");
+        }
+        let closed = cmd.stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        assert_eq!(closed.status.code(), open.status.code(), "json {json}");
+        assert!(!stderr(&closed).contains("panicked"), "{}", stderr(&closed));
+    }
+}
+
 #[test]
 fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let setup = Setup::new();
@@ -607,6 +645,32 @@ fn bad_input_is_refused_before_anything_starts() {
         (
             &["run", "--out", "x", "--label", "novalue", "--", "true"],
             "KEY=VALUE",
+        ),
+        (
+            &[
+                "run",
+                "--out",
+                "x",
+                "--ready-timeout",
+                "9999999999999999s",
+                "--",
+                "true",
+            ],
+            "at most a year",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "http://127.0.0.1:1/",
+                "--concurrency",
+                "1000000",
+            ],
+            "needs 1000000 sockets at once",
+        ),
+        (
+            &["load", "--url", "http://127.0.0.1:1/", "--requests", "3"],
+            "no request succeeded (3 failed)",
         ),
         (
             &["run", "--out", "x", "--concurrency", "0", "--", "true"],

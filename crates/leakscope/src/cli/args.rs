@@ -70,10 +70,10 @@ pub struct RunArgs {
     /// Ready when this address accepts TCP connections.
     #[arg(long, value_name = "HOST:PORT")]
     pub ready_port: Option<std::net::SocketAddr>,
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = duration)]
     pub ready_timeout: Duration,
     /// After SIGTERM, how long the target gets before SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     pub stop_timeout: Duration,
     /// The target and its arguments. URLs may use {addr} (the address on
     /// the ready line) and {addr:PREFIX} (on the first line starting with
@@ -104,10 +104,10 @@ pub struct RecordingArgs {
     pub interval: Duration,
     /// Stop recording after this long (default: when the load has ended and
     /// settled, or when the target ends, or on Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = duration)]
     pub duration: Option<Duration>,
     /// A heap profile at the start, every this often, and at the end.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     pub heap_profile_every: Duration,
     /// At the end, ask the agent for a task dump (where each live task is
     /// parked) into tasks-dump.json. Off by default: on a multi-thread
@@ -117,7 +117,7 @@ pub struct RecordingArgs {
     #[arg(long)]
     pub task_dump: bool,
     /// How long one source may take to answer.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = duration)]
     pub source_timeout: Duration,
     /// KEY=VALUE stored in meta.json; reports pair runs by `scenario` and
     /// `variant`.
@@ -147,19 +147,31 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PER_SEC")]
     pub rate: Option<f64>,
     /// Stop the load after this long (default: --duration, else 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = duration)]
     pub load_duration: Option<Duration>,
     /// One request that takes longer fails.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = duration)]
     pub request_timeout: Duration,
     /// After the load ends, keep recording this long to see what is
     /// released and what stays.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = duration)]
     pub settle: Duration,
 }
 
-fn interval(s: &str) -> Result<Duration, String> {
+/// The longest any duration flag takes: a year. Longer is a typo or a
+/// probe, and `Instant + d` panics past the clock's range (about 2^63 s).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err("at most a year (365d)".into());
+    }
+    Ok(d)
+}
+
+fn interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
     if d < Duration::from_millis(10) {
         return Err("the interval must be at least 10ms".into());
     }

@@ -34,5 +34,9 @@ pub async fn run(args: LoadOnlyArgs) -> Result<()> {
             "requests_per_sec": summary.requests_per_sec(),
         })
     );
+    // A load that served nothing measured nothing: scripts must see that.
+    if c.done + c.aborted == 0 {
+        bail!("no request succeeded ({} failed)", c.failed);
+    }
     Ok(())
 }

@@ -97,6 +97,14 @@ pub fn plan(
         rate: load.rate,
     };
     plan.validate()?;
+    let wanted = u64::from(plan.concurrency.max());
+    if let Some((cap, why)) = leakscope::limits::load_capacity() {
+        if wanted > cap {
+            bail!(
+                "--concurrency {wanted} needs {wanted} sockets at once, but {why}: at most {cap}"
+            );
+        }
+    }
     Ok(Some(plan))
 }
 
