@@ -69,19 +69,42 @@ fn alert(m: &MetricAnalysis, axis: Axis) -> Option<String> {
     }
 }
 
-/// File name of a scenario's page: its name, made safe.
-pub fn page_name(scenario: &str) -> String {
-    let safe: String = scenario
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{safe}.html")
+/// File names of the scenarios' pages, by scenario: each name made safe
+/// (ASCII letters, digits, `-` and `_`; anything else `_`), and unique. A
+/// name that would clash with another page (`a/b` and `a?b` both give
+/// `a_b`; case is ignored, as some file systems do) or with `index.html`
+/// gets `-2`, `-3`, …: no page overwrites another. What is left needs no
+/// percent-encoding in a link.
+pub fn page_names<'a>(scenarios: impl IntoIterator<Item = &'a String>) -> BTreeMap<String, String> {
+    let mut taken: std::collections::BTreeSet<String> = ["index".to_string()].into();
+    let mut out = BTreeMap::new();
+    for name in scenarios {
+        let safe: String = name
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+                _ => '_',
+            })
+            .collect();
+        let base = if safe.is_empty() {
+            "scenario".into()
+        } else {
+            safe
+        };
+        let unique = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
+            .find(|c| !taken.contains(&c.to_lowercase()))
+            .expect("an unbounded range has a free name");
+        taken.insert(unique.to_lowercase());
+        out.insert(name.clone(), format!("{unique}.html"));
+    }
+    out
 }
 
 fn short(m: &MetricAnalysis, axis: Axis) -> String {
@@ -99,6 +122,7 @@ fn short(m: &MetricAnalysis, axis: Axis) -> String {
 pub fn index(
     env: &Environment,
     groups: &BTreeMap<String, Vec<&Analysis>>,
+    pages: &BTreeMap<String, String>,
     runs: usize,
 ) -> Result<String, minijinja::Error> {
     let columns: Vec<Column> = METRICS.iter().map(|d| Column { title: d.short }).collect();
@@ -106,7 +130,7 @@ pub fn index(
         .iter()
         .map(|(name, list)| IndexScenario {
             name: name.clone(),
-            page: page_name(name),
+            page: pages[name].clone(),
             rows: list
                 .iter()
                 .map(|a| IndexRow {
@@ -593,4 +617,32 @@ fn fit_segment(a: &Analysis, m: &MetricAnalysis, axis: Axis) -> Option<((f64, f6
         (x0, fit.intercept + fit.slope * x0),
         (x1, fit.intercept + fit.slope * x1),
     ))
+}
+
+#[cfg(test)]
+mod page_name_tests {
+    use super::*;
+
+    #[test]
+    fn page_names_are_safe_unique_and_never_the_index() {
+        let names: Vec<String> = ["index", "a/b", "a_b", "a?b", "A_B", "", "ünï", "ok-1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let pages = page_names(&names);
+        let files: std::collections::BTreeSet<String> =
+            pages.values().map(|f| f.to_lowercase()).collect();
+        assert_eq!(files.len(), names.len(), "{pages:?}");
+        assert!(!files.contains("index.html"), "{pages:?}");
+        assert_eq!(pages["a/b"], "a_b.html");
+        assert_eq!(pages["a_b"], "a_b-2.html");
+        assert_eq!(pages["ok-1"], "ok-1.html");
+        for f in pages.values() {
+            assert!(
+                f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "{f}"
+            );
+        }
+    }
 }

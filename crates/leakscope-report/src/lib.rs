@@ -82,9 +82,10 @@ pub fn render(analyses: &[Analysis], out: &Path) -> Result<Written, ReportError>
     std::fs::create_dir_all(out).map_err(io(out))?;
     let groups = group(analyses)?;
     let env = html::environment();
+    let names = html::page_names(groups.keys());
     let mut pages = Vec::new();
     for (name, runs) in &groups {
-        let page = out.join(html::page_name(name));
+        let page = out.join(&names[name]);
         let text =
             html::scenario(&env, name, runs, out).map_err(|source| ReportError::Template {
                 page: page.display().to_string(),
@@ -94,11 +95,12 @@ pub fn render(analyses: &[Analysis], out: &Path) -> Result<Written, ReportError>
         pages.push(page);
     }
     let index = out.join("index.html");
-    let text =
-        html::index(&env, &groups, analyses.len()).map_err(|source| ReportError::Template {
+    let text = html::index(&env, &groups, &names, analyses.len()).map_err(|source| {
+        ReportError::Template {
             page: "index.html".into(),
             source,
-        })?;
+        }
+    })?;
     std::fs::write(&index, text).map_err(io(&index))?;
     Ok(Written { index, pages })
 }
