@@ -109,7 +109,12 @@ async fn ranges_must_come_back_as_206_of_the_right_length() {
 
     // The widest range there is: all of the file, not an overflow to 0.
     let len = SMALL as u64;
-    let mut p = plan(t.addr, "/files/small.bin", "range:0-18446744073709551615", "1");
+    let mut p = plan(
+        t.addr,
+        "/files/small.bin",
+        "range:0-18446744073709551615",
+        "1",
+    );
     p.max_requests = Some(2);
     let s = Load::start(p).unwrap().finish().await;
     assert_eq!((s.counts.done, s.counts.bytes), (2, 2 * len), "{s:?}");

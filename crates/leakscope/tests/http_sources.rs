@@ -77,14 +77,23 @@ fn sum_counter_reads_openmetrics_and_prometheus_text() {
                 http_requests_total{route=\"files\",status=\"404\"} 2\n\
                 http_requests_total{route=\"metrics\",status=\"200\"} 40\n\
                 # EOF\n";
-    assert_eq!(sum_counter(text, "http_requests_total"), Some(9));
+    assert_eq!(sum_counter(text, "http_requests_total").unwrap(), Some(9));
     let text =
         "http_requests_total{handler=\"/metrics\"} 3\nhttp_requests_total{handler=\"/api\"} 11\n";
-    assert_eq!(sum_counter(text, "http_requests_total"), Some(11));
-    assert_eq!(sum_counter(text, "other_total"), None);
+    assert_eq!(sum_counter(text, "http_requests_total").unwrap(), Some(11));
+    assert_eq!(sum_counter(text, "other_total").unwrap(), None);
     // Declared but not yet incremented: zero.
     let text = "# HELP http_requests HTTP requests.\n# TYPE http_requests counter\n# EOF\n";
-    assert_eq!(sum_counter(text, "http_requests_total"), Some(0));
+    assert_eq!(sum_counter(text, "http_requests_total").unwrap(), Some(0));
+    // Not a count: refused, not read as 0.
+    for bad in ["NaN", "-5", "+Inf"] {
+        let text = format!("http_requests_total{{route=\"files\"}} {bad}\n");
+        let err = sum_counter(&text, "http_requests_total").unwrap_err();
+        assert!(
+            err.to_string().contains("no count of requests"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 /// An endpoint that streams without end (a misdirected `--metrics` or
