@@ -602,7 +602,7 @@ fn load_totals(samples: &[Sample]) -> Option<LoadTotals> {
 
 /// Why the run cannot carry a verdict a gate may trust.
 fn unusable(samples: &[Sample], layout: &series::Layout, load: Option<LoadTotals>) -> Vec<String> {
-    let mut why = Vec::new();
+    let mut why = series::disorder(samples);
     let n = samples.len();
     if n == 0 {
         why.push(

@@ -148,6 +148,34 @@ pub struct Layout {
     pub sparse_requests: Option<usize>,
 }
 
+/// What makes the samples no timeline: a sample earlier than the one
+/// before it (by `seq` or `t_ms`), or a request counter that goes down (a
+/// counter reset: the target restarted, or another process answers the
+/// scrape). Either breaks every slope, so the run cannot be judged.
+pub fn disorder(samples: &[Sample]) -> Vec<String> {
+    let mut why = Vec::new();
+    let back = samples
+        .windows(2)
+        .find(|w| w[1].seq <= w[0].seq || w[1].t_ms < w[0].t_ms);
+    if let Some(w) = back {
+        why.push(format!(
+            "samples go back (seq {} at {} ms follows seq {} at {} ms): samples.jsonl was reordered or mixed",
+            w[1].seq, w[1].t_ms, w[0].seq, w[0].t_ms
+        ));
+    }
+    let counted: Vec<(u64, u64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.seq, s.load.as_ref()?.requests_total)))
+        .collect();
+    if let Some(w) = counted.windows(2).find(|w| w[1].1 < w[0].1) {
+        why.push(format!(
+            "the request counter went down from {} to {} at seq {}: a counter reset (the target restarted?) breaks the requests axis",
+            w[0].1, w[1].1, w[1].0
+        ));
+    }
+    why
+}
+
 pub fn requests(s: &Sample) -> Option<f64> {
     s.load.as_ref().map(|l| l.requests_total as f64)
 }

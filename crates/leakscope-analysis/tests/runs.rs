@@ -274,6 +274,24 @@ fn runs_a_gate_cannot_trust_are_unusable() {
     // Idle from start to end: no work to judge by.
     let (_d, a) = write(meta(), (0..30u64).map(|i| proc(i, 0.0, 12)));
     assert!(a.unusable.iter().any(|u| u.contains("no measurable work")));
+    // A leak recorded in reverse (samples.jsonl reordered): no timeline.
+    let (_d, a) = write(meta(), (0..30u64).rev().map(|i| proc(i, i as f64, 12 + i)));
+    assert!(!gate(&a).usable, "{:?}", a.unusable);
+    assert!(a.unusable.iter().any(|u| u.contains("samples go back")));
+    // A request counter that resets half-way (the target restarted).
+    let samples = (0..30u64).map(|i| {
+        let mut s = proc(i, i as f64 * 0.1, 12 + i);
+        s.load = Some(LoadSample {
+            requests_total: (i % 15) * 100,
+            done: (i % 15) * 100,
+            concurrency: 4,
+            ..LoadSample::default()
+        });
+        s
+    });
+    let (_d, a) = write(meta(), samples);
+    assert!(!gate(&a).usable, "{:?}", a.unusable);
+    assert!(a.unusable.iter().any(|u| u.contains("counter went down")));
 }
 
 /// An fd leak that ran into its limit is the finding, not a reason to

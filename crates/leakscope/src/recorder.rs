@@ -206,12 +206,22 @@ pub async fn record(
         if let Some(metrics) = &sources.metrics {
             let t = Instant::now();
             match metrics.requests_total().await {
+                // Once the target's counter has been read, a tick without
+                // it has no figure: the driver's own count is smaller, and
+                // mixing the two would read as the counter going down.
                 Ok(total) => {
                     metrics_seen |= total.is_some();
-                    served = total.or(served);
+                    served = if metrics_seen {
+                        total
+                    } else {
+                        total.or(served)
+                    };
                     costs.entry("metrics").or_default().add(t.elapsed(), None);
                 }
                 Err(e) => {
+                    if metrics_seen {
+                        served = None;
+                    }
                     let msg = e.to_string();
                     costs
                         .entry("metrics")
