@@ -11,12 +11,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leakscope_rundir::{LoadSample, RunDirError, RunWriter, Sample, SourceError, SourceInfo};
+use leakscope_rundir::{
+    HeapSample, LoadSample, RunDirError, RunWriter, Sample, SourceError, SourceInfo, TaskSample,
+};
 
 use crate::sources::agent::AgentSource;
 use crate::sources::console::ConsoleSource;
 use crate::sources::metrics::MetricsSource;
 use crate::sources::procfs::{ProcSource, ProcSourceError};
+
+mod poll;
+use poll::{Poll, Reading};
 
 pub struct Sources {
     pub proc: ProcSource,
@@ -113,6 +118,7 @@ pub async fn record(
     let mut pending: Option<PendingProfile> = None;
     let mut seq = 0u64;
     let mut metrics_seen = false;
+    let mut polls = Polls::default();
     let stopped = loop {
         let stop_now = tokio::select! {
             why = &mut stop => Some(why),
@@ -143,22 +149,32 @@ pub async fn record(
                 errors.push(("procfs", msg));
             }
         }
+        // The sources' reads run side by side, each waited for up to one
+        // interval: a slow one costs its own readings, not the tick.
+        let deadline = tokio::time::Instant::now() + settings.interval;
+        polls.start(sources);
+        let heap = account(
+            polls.heap.collect(deadline).await,
+            ("agent", "agent"),
+            &mut costs,
+            &mut errors,
+        );
+        let hooks = account(
+            polls.tasks.collect(deadline).await,
+            ("agent", "agent-tasks"),
+            &mut costs,
+            &mut errors,
+        );
+        let scraped = account(
+            polls.metrics.collect(deadline).await,
+            ("metrics", "metrics"),
+            &mut costs,
+            &mut errors,
+        );
+        let agent_up = heap.is_some();
+        sample.heap = heap;
+        sample.tasks = hooks.flatten();
         if let Some(agent) = &sources.agent {
-            let t = Instant::now();
-            match agent.heap().await {
-                Ok(h) => {
-                    sample.heap = Some(h);
-                    costs.entry("agent").or_default().add(t.elapsed(), None);
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    costs
-                        .entry("agent")
-                        .or_default()
-                        .add(t.elapsed(), Some(&msg));
-                    errors.push(("agent", msg));
-                }
-            }
             // A profile is a dump plus symbolization in the target, up to
             // seconds for a large binary: those between the first and the
             // last run beside the ticks, never in one, so the series keeps
@@ -174,7 +190,9 @@ pub async fn record(
                 (Some(every), Some(at)) => at.elapsed() >= every,
                 (None, Some(_)) => false,
             };
-            if last && !gone {
+            // Only of an agent that answered this tick: a silent one would
+            // hold the tick for the profile's whole deadline.
+            if last && !gone && agent_up {
                 // The end profile is the other half of every diff: wait for
                 // the one in flight (its file stays; this sample names the
                 // end one), then take it here.
@@ -183,53 +201,36 @@ pub async fn record(
                 }
                 let p = start_profile(agent, writer, seq);
                 finish_profile(p, &mut sample, &mut errors).await;
-            } else if last_profile.is_none() && !gone {
+            } else if last_profile.is_none() && !gone && agent_up {
                 // The first profile is the baseline of every diff: taken in
-                // the first tick, before any load starts, however long it
-                // takes.
+                // the first tick the agent answers, before any load starts
+                // if it answers at once, however long it takes.
                 let p = start_profile(agent, writer, seq);
                 finish_profile(p, &mut sample, &mut errors).await;
                 last_profile = Some(Instant::now());
-            } else if due && pending.is_none() && !gone {
+            } else if due && pending.is_none() && !gone && agent_up {
                 pending = Some(start_profile(agent, writer, seq));
                 last_profile = Some(Instant::now());
             }
         }
-        read_tasks(sources, &mut sample, &mut costs, &mut errors).await;
+        read_console(sources, &mut sample, &mut costs, &mut errors);
         // Requests served come from the target's own counter when it has
         // one (it sees every client, not just ours); the driver's otherwise,
         // counting only those that succeeded (an abort is the driver's own
         // choice after the response began): a 404 or a refused connection
-        // is not work the service did.
+        // is not work the service did. Once the target's counter has been
+        // read, a tick without it has no figure: the driver's count is
+        // smaller, and mixing the two would read as the counter going down.
         let driven = sources.load.as_ref().map(|c| c.counts());
         let mut served = driven.map(|c| c.done + c.aborted);
-        if let Some(metrics) = &sources.metrics {
-            let t = Instant::now();
-            match metrics.requests_total().await {
-                // Once the target's counter has been read, a tick without
-                // it has no figure: the driver's own count is smaller, and
-                // mixing the two would read as the counter going down.
-                Ok(total) => {
-                    metrics_seen |= total.is_some();
-                    served = if metrics_seen {
-                        total
-                    } else {
-                        total.or(served)
-                    };
-                    costs.entry("metrics").or_default().add(t.elapsed(), None);
-                }
-                Err(e) => {
-                    if metrics_seen {
-                        served = None;
-                    }
-                    let msg = e.to_string();
-                    costs
-                        .entry("metrics")
-                        .or_default()
-                        .add(t.elapsed(), Some(&msg));
-                    errors.push(("metrics", msg));
-                }
-            }
+        if sources.metrics.is_some() {
+            let total = scraped.flatten();
+            metrics_seen |= total.is_some();
+            served = if metrics_seen {
+                total
+            } else {
+                total.or(served)
+            };
         }
         if let Some(requests_total) = served {
             sample.load = Some(LoadSample {
@@ -286,33 +287,14 @@ pub async fn record(
     Ok(stopped)
 }
 
-/// Live tasks: from the agent's hooks when the target has them (exact),
-/// else from the console. The console is not asked when the hooks answer.
-async fn read_tasks(
+/// Live tasks from the console, when the agent's hooks gave none (the
+/// console is not asked when they did).
+fn read_console(
     sources: &Sources,
     sample: &mut Sample,
     costs: &mut BTreeMap<&'static str, Cost>,
     errors: &mut Vec<(&'static str, String)>,
 ) {
-    if let Some(agent) = &sources.agent {
-        let t = Instant::now();
-        match agent.tasks().await {
-            Ok(hooks) => {
-                costs
-                    .entry("agent-tasks")
-                    .or_default()
-                    .add(t.elapsed(), None);
-                sample.tasks = hooks;
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let cost = costs.entry("agent-tasks").or_default();
-                cost.add(t.elapsed(), Some(&msg));
-                // Under the agent's name: one dead agent is one warning.
-                errors.push(("agent", msg));
-            }
-        }
-    }
     let Some(console) = sources.console.as_ref().filter(|_| sample.tasks.is_none()) else {
         return;
     };
@@ -328,6 +310,62 @@ async fn read_tasks(
                 .or_default()
                 .add(t.elapsed(), Some(&e));
             errors.push(("console", e));
+        }
+    }
+}
+
+/// Books a reading's cost under `keys.1` and its error under `keys.0` (the
+/// name a warning uses: one dead agent is one warning); its value, if any.
+fn account<T>(
+    reading: Reading<T>,
+    keys: (&'static str, &'static str),
+    costs: &mut BTreeMap<&'static str, Cost>,
+    errors: &mut Vec<(&'static str, String)>,
+) -> Option<T> {
+    let (source, cost) = keys;
+    let (value, took, error) = match reading {
+        Reading::None => return None,
+        Reading::Got(v, took) => (Some(v), took, None),
+        Reading::Failed(e, took) => (None, took, Some(e)),
+        Reading::Late(waited) => (
+            None,
+            waited,
+            Some(format!(
+                "no answer within the tick ({} ms so far); the read goes on",
+                waited.as_millis()
+            )),
+        ),
+    };
+    costs.entry(cost).or_default().add(took, error.as_deref());
+    if let Some(e) = error {
+        errors.push((source, e));
+    }
+    value
+}
+
+/// The reads of the sources that are asked over HTTP, one of each at most
+/// in flight.
+#[derive(Default)]
+struct Polls {
+    heap: Poll<HeapSample>,
+    tasks: Poll<Option<TaskSample>>,
+    metrics: Poll<Option<u64>>,
+}
+
+impl Polls {
+    fn start(&mut self, sources: &Sources) {
+        if let Some(agent) = &sources.agent {
+            let a = agent.clone();
+            self.heap
+                .start(async move { a.heap().await.map_err(|e| e.to_string()) });
+            let a = agent.clone();
+            self.tasks
+                .start(async move { a.tasks().await.map_err(|e| e.to_string()) });
+        }
+        if let Some(metrics) = &sources.metrics {
+            let m = metrics.clone();
+            self.metrics
+                .start(async move { m.requests_total().await.map_err(|e| e.to_string()) });
         }
     }
 }

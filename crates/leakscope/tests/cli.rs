@@ -251,6 +251,62 @@ fn check_says_when_a_run_is_unusable() {
     assert!(!setup.out("r").exists(), "nothing is written");
 }
 
+/// A silent agent (it accepts and never answers) costs its own readings,
+/// not the ticks: read one after another, it held every tick for its whole
+/// timeout (2 samples instead of 13, 10.2 s for `--duration 3s`).
+#[test]
+fn a_silent_agent_costs_its_own_readings_not_the_ticks() {
+    let setup = Setup::new();
+    let out = setup.out("silent-agent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let o = leakscope(
+        &[
+            "run",
+            "-q",
+            "--interval",
+            "100ms",
+            "--duration",
+            "3s",
+            "--agent",
+            &agent,
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            "sleep",
+            "30",
+        ],
+        &[],
+    );
+    let took = started.elapsed();
+    let run = leakscope_rundir::Run::open(&out).unwrap();
+    // 30 ticks in 3 s at most; a loaded machine may lose some, not most.
+    assert!(
+        run.samples.len() >= 15,
+        "{} samples\n{}",
+        run.samples.len(),
+        stderr(&o)
+    );
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "{took:?}\n{}",
+        stderr(&o)
+    );
+    assert!(run
+        .samples
+        .iter()
+        .all(|s| s.heap.is_none() && s.proc.is_some()));
+    let agent_costs = &run.meta.sources["agent"];
+    assert!(agent_costs.error.is_some(), "{agent_costs:?}");
+}
+
 /// `leakscope check RUN | head -1`: a reader that closes the pipe does not
 /// make check panic, and the exit status still says what it found.
 #[test]

@@ -22,6 +22,7 @@ pub enum MetricsError {
     NotACount { counter: String, value: f64 },
 }
 
+#[derive(Clone)]
 pub struct MetricsSource {
     url: String,
     counter: String,
