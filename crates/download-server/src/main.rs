@@ -139,6 +139,11 @@ struct SignArgs {
     /// Scheme and authority to prefix, e.g. http://127.0.0.1:8080.
     #[arg(long, default_value = "")]
     base: String,
+    /// A query parameter the URL carries, signed with it (repeat for
+    /// several), e.g. --param compression=deflated. The signature covers
+    /// every parameter: one added or changed later is refused.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = param)]
+    params: Vec<(String, String)>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -149,6 +154,16 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+fn param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, _)) if k.is_empty() || k == "expires" || k == "sig" => {
+            Err(format!("{k:?} cannot be a --param"))
+        }
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
 
 fn sign(args: &SignArgs) -> Result<()> {
     let secret = args
@@ -164,16 +179,23 @@ fn sign(args: &SignArgs) -> Result<()> {
     let expires = (SystemTime::now() + args.ttl)
         .duration_since(UNIX_EPOCH)?
         .as_secs();
-    let sig = Signer::new(secret).sign(args.path.as_bytes(), expires);
+    let sig = Signer::new(secret).sign_with(args.path.as_bytes(), expires, &args.params);
     let encoded: Vec<String> = args
         .path
         .split('/')
         .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
         .collect();
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &args.params {
+        query.append_pair(k, v);
+    }
+    query.append_pair("expires", &expires.to_string());
+    query.append_pair("sig", &sig);
     println!(
-        "{}{}?expires={expires}&sig={sig}",
+        "{}{}?{}",
         args.base.trim_end_matches('/'),
-        encoded.join("/")
+        encoded.join("/"),
+        query.finish()
     );
     Ok(())
 }

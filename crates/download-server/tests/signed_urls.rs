@@ -147,6 +147,19 @@ async fn sign_subcommand_round_trip() {
         .unwrap();
     assert!(expires > now() + 200 && expires <= now() + 300 + 5);
 
+    // Parameters are signed: the URL as printed works, one added is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_download-server"))
+        .args(["sign", "--secret", KEY, "--param", "compression=stored"])
+        .arg(format!("--base=http://{}", server.addr))
+        .arg("/zip/sub")
+        .output()
+        .unwrap();
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(url.contains("compression=stored&expires="), "{url}");
+    assert_eq!(get(&url, &[]).await.status, StatusCode::OK, "{url}");
+    let widened = format!("{url}&level=9");
+    assert_eq!(get(&widened, &[]).await.status, StatusCode::FORBIDDEN);
+
     // A short secret is refused with a clear message, not a panic.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_download-server"))
         .args(["sign", "--secret", "short", "/files/x"])
