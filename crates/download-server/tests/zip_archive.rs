@@ -86,6 +86,37 @@ async fn stored_and_deflated_archives_read_back() {
         .any(|n| n.as_deref().ok() == Some("empty-dir/")));
 }
 
+/// A name that cannot go into a ZIP (not UTF-8) is left out, and the
+/// archive's comment says so: a 200 with a valid archive must not pass for
+/// the whole tree.
+#[tokio::test]
+async fn an_archive_that_left_entries_out_says_so_in_its_comment() {
+    use std::os::unix::ffi::OsStrExt;
+    let fixture = Fixture::new();
+    let odd = fixture.root().join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("fine.txt"), b"fine").unwrap();
+    std::fs::write(odd.join(std::ffi::OsStr::from_bytes(b"bad-\xff.txt")), b"x").unwrap();
+    let server = Running::start(fixture.config()).await;
+    let r = get(&server.url("/zip/odd"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(r.body.to_vec())).unwrap();
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["fine.txt"]);
+    let comment = String::from_utf8_lossy(archive.comment()).to_string();
+    assert!(
+        comment.contains("incomplete: 1 entries left out (1 names not UTF-8"),
+        "{comment:?}"
+    );
+    // A whole tree has no such comment.
+    let r = get(&server.url("/zip/sub"), &[]).await;
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(r.body.to_vec())).unwrap();
+    assert!(archive.comment().is_empty());
+}
+
 /// `unzip -t` is the reference reader. CI installs it; elsewhere the check is
 /// skipped with a message, never silently.
 fn unzip_test(bytes: &[u8]) {
