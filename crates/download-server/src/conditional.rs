@@ -67,7 +67,10 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
     // 1. If-Match (strong comparison). A header we cannot parse is a
     //    condition we cannot prove true, so it fails rather than being ignored.
     if headers.contains_key(header::IF_MATCH) {
-        match headers.typed_get::<IfMatch>() {
+        match clean_tags(headers, &header::IF_MATCH)
+            .then(|| headers.typed_get::<IfMatch>())
+            .flatten()
+        {
             Some(if_match) if if_match.precondition_passes(&v.etag) => {}
             _ => return Outcome::Failed,
         }
@@ -80,7 +83,10 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
 
     // 3. If-None-Match (weak comparison).
     if headers.contains_key(header::IF_NONE_MATCH) {
-        if let Some(if_none_match) = headers.typed_get::<IfNoneMatch>() {
+        let parsed = clean_tags(headers, &header::IF_NONE_MATCH)
+            .then(|| headers.typed_get::<IfNoneMatch>())
+            .flatten();
+        if let Some(if_none_match) = parsed {
             if !if_none_match.precondition_passes(&v.etag) {
                 return if safe {
                     Outcome::NotModified
@@ -105,6 +111,23 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
             Some(value) => if_range_matches(value, v),
         };
     Outcome::Proceed { honor_range }
+}
+
+/// Whether every quoted entity tag in the header holds only `etagc` bytes
+/// (RFC 9110 §8.8.3: no space, tab or control). HeaderValue lets a space
+/// through, and the `headers` crate asserts it never sees one: the fuzz
+/// test found `If-None-Match: "", " "` panicking a debug build's worker.
+/// Such a header is not a valid list, so it is treated as unparsable.
+fn clean_tags(headers: &HeaderMap, name: &header::HeaderName) -> bool {
+    headers.get_all(name).iter().all(|value| {
+        let mut quoted = false;
+        value.as_bytes().iter().all(|&b| {
+            if b == b'"' {
+                quoted = !quoted;
+            }
+            !quoted || b == b'"' || b == 0x21 || b >= 0x23 && b != 0x7f
+        })
+    })
 }
 
 /// RFC 9110 §13.1.5: an entity tag must match strongly (a weak tag never
