@@ -123,7 +123,10 @@ proptest! {
 fn a_space_inside_a_quoted_tag_is_an_unparsable_list() {
     let v = Validators::new(10, UNIX_EPOCH + Duration::from_secs(1000), 7);
     let mut headers = HeaderMap::new();
-    headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"\",\" \""));
+    headers.insert(
+        header::IF_NONE_MATCH,
+        HeaderValue::from_static("\"\",\" \""),
+    );
     assert_eq!(
         conditional::evaluate(&Method::GET, &headers, &v),
         conditional::Outcome::Proceed { honor_range: true }

@@ -142,7 +142,9 @@ pub fn folded(p: &Profile, sample_type: &str) -> Vec<String> {
             .map(|f| f.function.replace(';', ":"))
             .collect::<Vec<_>>()
             .join(";");
-        *sums.entry(key).or_default() += v;
+        // Values come from a file: a crafted one must not overflow the sum.
+        let sum = sums.entry(key).or_default();
+        *sum = sum.saturating_add(v);
     }
     sums.into_iter()
         .filter(|(_, v)| *v > 0)

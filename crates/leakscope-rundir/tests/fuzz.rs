@@ -1,0 +1,89 @@
+//! Generated run directories: `meta.json` and `samples.jsonl` are input
+//! like any other (a run may come from anyone), so any bytes in them give a
+//! run or a typed error, never a panic, and a sample's profile name never
+//! leads outside the directory.
+
+use leakscope_rundir::{profile_file, Host, Meta, Run, RunWriter, SCHEMA_VERSION};
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn meta() -> Meta {
+    Meta {
+        schema_version: SCHEMA_VERSION,
+        leakscope_version: "test".into(),
+        command: vec![],
+        pid: 1,
+        labels: Default::default(),
+        host: Host {
+            hostname: "h".into(),
+            kernel: "k".into(),
+            cpus: 2,
+        },
+        interval_ms: 250,
+        git_revision: None,
+        started_unix_ms: 1,
+        ended_unix_ms: Some(2),
+        target_end: None,
+        sources: Default::default(),
+        limits: Default::default(),
+        oom_kills: None,
+    }
+}
+
+/// Lines that are JSON-shaped enough to reach the sample's fields.
+fn sample_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>().prop_map(|s| s.replace('\n', " ")),
+        "\\{\"seq\": ?-?[0-9]{0,22}(\\.[0-9])?, ?\"t_ms\": ?-?[0-9e.+]{0,22}(, ?\"heap_profile\": ?\"[ -!#-~]{0,30}\")?(, ?\"load\": ?\\{\"requests_total\": ?-?[0-9]{0,21}\\})?\\}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn any_meta_json_gives_a_run_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.json"), &bytes).unwrap();
+        std::fs::write(dir.path().join("samples.jsonl"), b"").unwrap();
+        let _ = Run::open(dir.path());
+    }
+
+    #[test]
+    fn any_samples_give_a_run_or_an_error(lines in prop::collection::vec(sample_line(), 0..30), torn in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        drop(RunWriter::create(&out, meta()).unwrap());
+        let mut text = lines.join("\n");
+        if !torn {
+            text.push('\n');
+        }
+        std::fs::write(out.join("samples.jsonl"), text).unwrap();
+        if let Ok(run) = Run::open(&out) {
+            for s in &run.samples {
+                if let Some(name) = &s.heap_profile {
+                    if let Some(path) = profile_file(&out, name) {
+                        assert!(path.starts_with(out.join("profiles")), "{name:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_profile_name_never_leads_outside(name in "(\\.\\.|/|profiles|[a-z.-]{1,8}|\\\\){0,6}") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        std::fs::write(dir.path().join("profiles/a.pb.gz"), b"x").unwrap();
+        if let Some(path) = profile_file(dir.path(), &name) {
+            assert_eq!(path.parent(), Some(dir.path().join("profiles").as_path()), "{name:?}");
+        }
+    }
+}
