@@ -75,19 +75,6 @@ pub fn oom_kills_since(limits: &Limits) -> Option<u64> {
     Some(now.saturating_sub(limits.oom_kills_at_start?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_this_process_nofile_limit_as_getrlimit_reports_it() {
-        let l = read(std::process::id() as i32);
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        assert_eq!(l.open_files, soft);
-        assert!(l.host_memory.is_some_and(|m| m > 0));
-    }
-}
-
 /// Files this process keeps open besides the load's sockets (run
 /// directory, sources, the runtime's own), with room to spare.
 const OWN_FILES: u64 = 64;
@@ -119,5 +106,18 @@ pub fn load_capacity() -> Option<(u64, String)> {
     match (fds, ports) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_nofile_limit_as_getrlimit_reports_it() {
+        let l = read(std::process::id() as i32);
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        assert_eq!(l.open_files, soft);
+        assert!(l.host_memory.is_some_and(|m| m > 0));
     }
 }
