@@ -7,19 +7,13 @@
 # for the pprof part.
 #
 #   cargo build --release -p download-server
-#   xtask/bench/heap-profile-cost.sh          # DUMPS=5 SECONDS_PER_LOAD=5
+#   xtask/bench/heap-profile-cost.sh   # DUMPS=5 SECONDS_PER_LOAD=5; KEEP=DIR keeps the profiles
 set -u
-BIN=${DS:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/download-server}
 DUMPS=${DUMPS:-5}
 SECS=${SECONDS_PER_LOAD:-5}
-command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
-[ -x "$BIN" ] || { echo "build it first: cargo build --release -p download-server" >&2; exit 2; }
-WORK=$(mktemp -d)
-trap 'kill $P 2> /dev/null; [ -n "${KEEP:-}" ] && cp "$WORK"/*.pb.gz "$KEEP"/; rm -rf "$WORK"' EXIT
-mkdir "$WORK/root"
-head -c 4096 /dev/urandom > "$WORK/root/4k.bin"
+. "$(dirname "$0")/common.sh"
 "$BIN" --root "$WORK/root" --listen 127.0.0.1:19031 --debug-listen 127.0.0.1:19131 \
-  --variant leaky > /dev/null 2>&1 & P=$!
+  --variant leaky > /dev/null 2>&1 & PIDS+=($!)
 sleep 1
 D=127.0.0.1:19131
 allocated() { curl -s $D/debug/heap/stats | tr -d ' \n' | grep -o '"allocated":[0-9]*' | cut -d: -f2; }

@@ -8,19 +8,13 @@
 #   cargo build --release -p download-server
 #   xtask/bench/task-count-cost.sh            # ROUNDS=3 SECONDS=5 by default
 set -u
-BIN=${DS:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/download-server}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_LOAD:-5}
-command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
-[ -x "$BIN" ] || { echo "build it first: cargo build --release -p download-server" >&2; exit 2; }
-WORK=$(mktemp -d)
-trap 'kill $P1 $P2 $P3 2> /dev/null; rm -rf "$WORK"' EXIT
-mkdir "$WORK/root"
-head -c 4096 /dev/urandom > "$WORK/root/4k.bin"
+. "$(dirname "$0")/common.sh"
 # Each server gets its own debug port; the console one also a console port.
-LEAKSCOPE_TASK_HOOKS=off "$BIN" --root "$WORK/root" --listen 127.0.0.1:19011 --debug-listen 127.0.0.1:19111 > /dev/null 2>&1 & P1=$!
-"$BIN" --root "$WORK/root" --listen 127.0.0.1:19012 --debug-listen 127.0.0.1:19112 > /dev/null 2>&1 & P2=$!
-LEAKSCOPE_TASK_HOOKS=off "$BIN" --root "$WORK/root" --listen 127.0.0.1:19013 --debug-listen 127.0.0.1:19113 --console 127.0.0.1:19213 > /dev/null 2>&1 & P3=$!
+LEAKSCOPE_TASK_HOOKS=off "$BIN" --root "$WORK/root" --listen 127.0.0.1:19011 --debug-listen 127.0.0.1:19111 > /dev/null 2>&1 & PIDS+=($!)
+"$BIN" --root "$WORK/root" --listen 127.0.0.1:19012 --debug-listen 127.0.0.1:19112 > /dev/null 2>&1 & PIDS+=($!)
+LEAKSCOPE_TASK_HOOKS=off "$BIN" --root "$WORK/root" --listen 127.0.0.1:19013 --debug-listen 127.0.0.1:19113 --console 127.0.0.1:19213 > /dev/null 2>&1 & PIDS+=($!)
 sleep 1
 declare -A name=([19011]=none [19012]=hooks [19013]=console)
 declare -A rps

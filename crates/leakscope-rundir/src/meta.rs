@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// `Default` is an empty recording of this schema, for tests and tools that
+/// fill in what they know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
     pub schema_version: u32,
@@ -83,7 +85,28 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            schema_version: crate::SCHEMA_VERSION,
+            leakscope_version: env!("CARGO_PKG_VERSION").to_string(),
+            command: Vec::new(),
+            pid: 0,
+            labels: Default::default(),
+            host: Host::default(),
+            interval_ms: 0,
+            git_revision: None,
+            started_unix_ms: 0,
+            ended_unix_ms: None,
+            target_end: None,
+            sources: Default::default(),
+            limits: Default::default(),
+            oom_kills: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Host {
     pub hostname: String,
     pub kernel: String,

@@ -3,7 +3,7 @@
 //! run or a typed error, never a panic, and a sample's profile name never
 //! leads outside the directory.
 
-use leakscope_rundir::{profile_file, Host, Meta, Run, RunWriter, SCHEMA_VERSION};
+use leakscope_rundir::{profile_file, Meta, Run, RunWriter};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -16,24 +16,8 @@ fn config() -> ProptestConfig {
 
 fn meta() -> Meta {
     Meta {
-        schema_version: SCHEMA_VERSION,
-        leakscope_version: "test".into(),
-        command: vec![],
-        pid: 1,
-        labels: Default::default(),
-        host: Host {
-            hostname: "h".into(),
-            kernel: "k".into(),
-            cpus: 2,
-        },
-        interval_ms: 250,
-        git_revision: None,
-        started_unix_ms: 1,
         ended_unix_ms: Some(2),
-        target_end: None,
-        sources: Default::default(),
-        limits: Default::default(),
-        oom_kills: None,
+        ..Meta::default()
     }
 }
 
