@@ -37,9 +37,11 @@ impl<T: Send + 'static> Default for Poll<T> {
 }
 
 impl<T: Send + 'static> Poll<T> {
-    /// Starts a read, unless the last one is still running. The answer of
-    /// one that ended after its tick gave up on it is dropped: it belongs to
-    /// an older tick.
+    /// Starts a read, unless the last one is still running: then the tick
+    /// waits for that one again, and uses its answer if it comes. A read
+    /// that ended between ticks, after its own tick gave up on it, is
+    /// dropped for a fresh one: a source that answers at all answers that
+    /// quickly.
     pub fn start<F>(&mut self, read: F)
     where
         F: Future<Output = Result<T, String>> + Send + 'static,
