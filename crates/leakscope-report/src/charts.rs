@@ -1,6 +1,8 @@
 //! Charts as SVG text, drawn by plotters' SVG backend without a font
 //! backend: labels are `<text>` elements the browser renders, so there is
-//! no system font dependency and nothing to embed.
+//! no system font dependency and nothing to embed. plotters escapes every
+//! title and label it writes (variant names are outside text), which is
+//! why the page may print the SVG as it is.
 
 use leakscope_analysis::{Axis, Unit};
 use plotters::prelude::*;
@@ -98,4 +100,27 @@ pub fn chart(title: &str, unit: Unit, axis: Axis, lines: &[Line]) -> Option<Stri
     // Inline SVG in HTML5 needs no namespace; dropping it leaves the page
     // without a single URL.
     Some(svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page prints this SVG as it is, so plotters' own escaping of
+    /// titles and legend labels (variant names come from meta.json) is
+    /// what keeps outside text out of the markup.
+    #[test]
+    fn titles_and_labels_are_escaped_in_the_svg() {
+        let points = [(0.0, 1.0), (1.0, 2.0)];
+        let line = Line {
+            label: "<script>&co".into(),
+            color: LEAKY,
+            points: &points,
+            fit: None,
+        };
+        let svg = chart("heap <&> over time", Unit::Bytes, Axis::Seconds, &[line]).unwrap();
+        assert!(svg.contains("heap &lt;&amp;&gt; over time"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;&amp;co"), "{svg}");
+        assert!(!svg.contains("<script") && !svg.contains("<&>"), "{svg}");
+    }
 }

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use leakscope_analysis::attribution::Growth;
+use leakscope_analysis::attribution::{DhatSite, Growth, HeapSite, ParkedSite};
+use leakscope_analysis::pprof::Frame;
 use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, Unit, METRICS};
+use leakscope_rundir::{Meta, RunFile, StackFrame, UnixMs};
 use minijinja::value::{Serde, Value};
 use minijinja::{context, Environment};
 use serde::Serialize;
@@ -182,13 +184,109 @@ struct MetricView {
     charts: Vec<String>,
 }
 
+/// An attribution table. Every field is text the template escapes: no
+/// markup is built here, so a symbol name such as
+/// `<alloc::vec::Vec<T> as Clone>::clone` reads as written.
 #[derive(Serialize)]
 struct Table {
     title: String,
     note: Option<String>,
     head: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-    frames: bool,
+    rows: Vec<TableRow>,
+}
+
+#[derive(Serialize)]
+struct TableRow {
+    cells: Vec<String>,
+    /// The stack of the last column, leaf first, when the table has one.
+    stack: Option<Vec<FrameView>>,
+}
+
+/// One frame of a stack, drawn by the template.
+#[derive(Serialize)]
+struct FrameView {
+    name: String,
+    file: Option<String>,
+    line: Option<i64>,
+    /// Highlighted: the target's own code.
+    own: bool,
+    /// Whether the place is written in parentheses after the name, as
+    /// parked stacks write it (`Interval::tick (interval.rs:420)`); heap
+    /// frames write it after a space.
+    parens: bool,
+}
+
+impl FrameView {
+    /// A heap profile's frame: the function as symbolized and the last two
+    /// segments of its file, enough to tell crates apart.
+    fn heap(f: &Frame, own: bool) -> Self {
+        let mut tail: Vec<&str> = f.file.rsplit('/').take(2).collect();
+        tail.reverse();
+        FrameView {
+            name: f.function.clone(),
+            file: Some(tail.join("/")),
+            line: Some(f.line),
+            own,
+            parens: false,
+        }
+    }
+
+    /// A parked task's frame, shortened as the task dump's summary is.
+    fn parked(f: &StackFrame) -> Self {
+        let place = f.short_location();
+        // "file:line" is split so the template writes both; anything else
+        // stays whole as the file.
+        let split = place.as_deref().and_then(|p| {
+            let (file, line) = p.rsplit_once(':')?;
+            Some((file.to_string(), line.parse::<i64>().ok()?))
+        });
+        let (file, line) = match split {
+            Some((file, line)) => (Some(file), Some(line)),
+            None => (place, None),
+        };
+        FrameView {
+            name: f.short_name(),
+            file,
+            line,
+            own: f.is_own_code(),
+            parens: true,
+        }
+    }
+
+    /// A dhat frame: dhat's own line, which holds address, name and place.
+    fn dhat(text: &str) -> Self {
+        FrameView {
+            name: text.to_string(),
+            file: None,
+            line: None,
+            own: false,
+            parens: false,
+        }
+    }
+}
+
+/// One line of a run's facts: "started", "2026-11-23T22:04:05Z".
+#[derive(Serialize)]
+struct Fact {
+    name: &'static str,
+    value: String,
+}
+
+/// What one source cost and whether it failed.
+#[derive(Serialize)]
+struct SourceRow {
+    name: String,
+    samples: u64,
+    failed: u64,
+    ms_per_sample: String,
+    first_error: String,
+}
+
+/// A raw file of the run directory, relative to the report.
+#[derive(Serialize)]
+struct Link {
+    text: String,
+    href: String,
 }
 
 #[derive(Serialize)]
@@ -197,9 +295,9 @@ struct RunView {
     badge: String,
     heading: String,
     notes: Vec<String>,
-    meta: Vec<(String, String)>,
-    sources: Vec<(String, u64, u64, String, String)>,
-    links: Vec<(String, String)>,
+    facts: Vec<Fact>,
+    sources: Vec<SourceRow>,
+    links: Vec<Link>,
     tables: Vec<Table>,
 }
 
@@ -211,13 +309,6 @@ fn color(variant: &str, i: usize) -> plotters::style::RGBColor {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn growth_table(title: &str, rows: &[Growth], per: Option<f64>, unit: Unit) -> Table {
     Table {
         title: title.into(),
@@ -225,8 +316,8 @@ fn growth_table(title: &str, rows: &[Growth], per: Option<f64>, unit: Unit) -> T
         head: vec!["before", "after", "growth", "per request", "what"],
         rows: rows
             .iter()
-            .map(|g| {
-                vec![
+            .map(|g| TableRow {
+                cells: vec![
                     describe::amount(g.before, unit),
                     describe::amount(g.after, unit),
                     format!("+{}", describe::amount(g.growth, unit)),
@@ -234,38 +325,26 @@ fn growth_table(title: &str, rows: &[Growth], per: Option<f64>, unit: Unit) -> T
                         .map(|r| describe::amount(g.growth / r, unit))
                         .unwrap_or_else(|| "-".into()),
                     g.key.clone(),
-                ]
+                ],
+                stack: None,
             })
             .collect(),
-        frames: false,
     }
 }
 
 /// Where the tasks of each growing spawn site were parked at the end.
-fn parked_table(sites: &[leakscope_analysis::attribution::ParkedSite]) -> Table {
+fn parked_table(sites: &[ParkedSite]) -> Table {
     let mut rows = Vec::new();
     for site in sites {
         for g in &site.groups {
-            let stack: String = g
-                .stack
-                .iter()
-                .take(10)
-                .map(|f| {
-                    let class = if f.is_own_code() {
-                        " class=\"own\""
-                    } else {
-                        ""
-                    };
-                    format!("<div{class}>{}</div>", escape(&f.short()))
-                })
-                .collect();
-            rows.push(vec![
-                // The template escapes every cell but the stack's.
-                format!("{} of {}", g.count, site.tasks),
-                site.spawned_at.clone(),
-                g.parked_at(),
-                stack,
-            ]);
+            rows.push(TableRow {
+                cells: vec![
+                    format!("{} of {}", g.count, site.tasks),
+                    site.spawned_at.clone(),
+                    g.parked_at(),
+                ],
+                stack: Some(g.stack.iter().take(10).map(FrameView::parked).collect()),
+            });
         }
     }
     Table {
@@ -277,95 +356,30 @@ fn parked_table(sites: &[leakscope_analysis::attribution::ParkedSite]) -> Table 
         ),
         head: vec!["tasks", "spawned at", "parked at", "stack (leaf first)"],
         rows,
-        frames: true,
     }
 }
 
-fn run_view(a: &Analysis, out: &Path) -> RunView {
-    let m = &a.meta;
-    let rel = |p: &Path| {
-        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let base = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
-        pathdiff::diff_paths(&abs, &base)
-            .unwrap_or(abs)
-            .to_string_lossy()
-            .replace('\\', "/")
-    };
-    let ms = |t: u64| format!("{t} ms since the epoch");
-    let mut meta = vec![
-        ("command".to_string(), m.command.join(" ")),
-        ("pid".into(), m.pid.to_string()),
-        (
-            "labels".into(),
-            m.labels
+/// The heap profiles' growing allocation sites, stacks leaf first.
+fn heap_table(a: &Analysis) -> Table {
+    let row = |s: &HeapSite| TableRow {
+        cells: vec![
+            describe::amount(s.before, Unit::Bytes),
+            describe::amount(s.after, Unit::Bytes),
+            format!("+{}", describe::amount(s.growth, Unit::Bytes)),
+        ],
+        stack: Some(
+            s.frames
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+                .take(14)
+                .enumerate()
+                .map(|(i, f)| FrameView::heap(f, Some(i) == s.own))
+                .collect(),
         ),
-        (
-            "host".into(),
-            format!(
-                "{} (Linux {}, {} CPUs)",
-                m.host.hostname, m.host.kernel, m.host.cpus
-            ),
-        ),
-        ("interval".into(), format!("{} ms", m.interval_ms)),
-        (
-            "git revision".into(),
-            m.git_revision.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-        ("started".into(), ms(m.started_unix_ms)),
-        (
-            "duration".into(),
-            m.ended_unix_ms
-                .map(|e| {
-                    format!(
-                        "{:.1} s",
-                        e.saturating_sub(m.started_unix_ms) as f64 / 1000.0
-                    )
-                })
-                .unwrap_or_else(|| "unfinished".into()),
-        ),
-        ("target ended".into(), format!("{:?}", m.target_end)),
-        ("leakscope".into(), m.leakscope_version.clone()),
-    ];
-    if let Some(r) = a.window_requests {
-        meta.push(("requests in the window".into(), format!("{r:.0}")));
-    }
-    let sources = m
-        .sources
-        .iter()
-        .map(|(k, s)| {
-            (
-                k.clone(),
-                s.samples,
-                s.failed,
-                format!("{:.2}", s.mean_cost_ms),
-                s.error.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let mut links = vec![
-        ("meta.json".to_string(), rel(&a.dir.join("meta.json"))),
-        (
-            "samples.jsonl".to_string(),
-            rel(&a.dir.join("samples.jsonl")),
-        ),
-    ];
-    if let Some((first, last)) = &a.attribution.heap_profiles {
-        links.push((first.clone(), rel(&a.dir.join(first))));
-        links.push((last.clone(), rel(&a.dir.join(last))));
-    }
-    if a.dir.join("target.log").is_file() {
-        links.push(("target.log".into(), rel(&a.dir.join("target.log"))));
-    }
-    let per = a.window_requests;
-    let at = &a.attribution;
-    let mut tables = Vec::new();
-    let mut heap = Table {
+    };
+    Table {
         title: "heap: allocation sites that grew (first vs last heap profile)".into(),
-        note: at
+        note: a
+            .attribution
             .heap_profiles
             .as_ref()
             .map(|(f, l)| {
@@ -373,104 +387,132 @@ fn run_view(a: &Analysis, out: &Path) -> RunView {
             })
             .or_else(|| Some("no pair of heap profiles".into())),
         head: vec!["before", "after", "growth", "stack (leaf first)"],
-        rows: Vec::new(),
-        frames: true,
-    };
-    for s in &at.heap_sites {
-        let frames: String = s
-            .frames
-            .iter()
-            .take(14)
-            .enumerate()
-            .map(|(i, f)| {
-                let text = escape(&format!(
-                    "{} {}:{}",
-                    f.function,
-                    f.file
-                        .rsplit('/')
-                        .take(2)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                    f.line
-                ));
-                if Some(i) == s.own {
-                    format!("<div class=\"own\">{text}</div>")
-                } else {
-                    format!("<div>{text}</div>")
-                }
-            })
-            .collect();
-        heap.rows.push(vec![
-            describe::amount(s.before, Unit::Bytes),
-            describe::amount(s.after, Unit::Bytes),
-            format!("+{}", describe::amount(s.growth, Unit::Bytes)),
-            frames,
-        ]);
+        rows: a.attribution.heap_sites.iter().map(row).collect(),
     }
-    tables.push(heap);
-    if !at.dhat_sites.is_empty() {
-        tables.push(Table {
-            title: "dhat: sites by bytes live at exit".into(),
-            note: None,
-            head: vec!["bytes", "blocks", "stack"],
-            rows: at
-                .dhat_sites
+}
+
+/// dhat's sites still live at exit, when the run has a dhat file.
+fn dhat_table(sites: &[DhatSite]) -> Table {
+    let row = |d: &DhatSite| TableRow {
+        cells: vec![
+            describe::amount(d.bytes_at_end as f64, Unit::Bytes),
+            d.blocks_at_end.to_string(),
+        ],
+        stack: Some(
+            d.frames
                 .iter()
-                .map(|d| {
-                    vec![
-                        describe::amount(d.bytes_at_end as f64, Unit::Bytes),
-                        d.blocks_at_end.to_string(),
-                        d.frames
-                            .iter()
-                            .take(8)
-                            .map(|f| format!("<div>{}</div>", escape(f)))
-                            .collect(),
-                    ]
-                })
+                .take(8)
+                .map(|f| FrameView::dhat(f))
                 .collect(),
-            frames: true,
-        });
+        ),
+    };
+    Table {
+        title: "dhat: sites by bytes live at exit".into(),
+        note: None,
+        head: vec!["bytes", "blocks", "stack"],
+        rows: sites.iter().map(row).collect(),
     }
-    tables.push(growth_table(
-        "tasks: spawn locations whose live count grew",
-        &at.task_locations,
-        per,
-        Unit::Count,
-    ));
-    tables.push(growth_table(
-        "tasks: names whose live count grew",
-        &at.task_names,
-        per,
-        Unit::Count,
-    ));
-    tables.push(parked_table(&at.parked));
-    tables.push(growth_table(
-        "fds: kinds that grew",
-        &at.fd_kinds,
-        per,
-        Unit::Count,
-    ));
-    tables.push(growth_table(
-        "fds: paths that grew",
-        &at.fd_paths,
-        per,
-        Unit::Count,
-    ));
-    tables.push(growth_table(
-        "sockets: TCP states that grew",
-        &at.tcp_states,
-        per,
-        Unit::Count,
-    ));
-    tables.push(growth_table(
-        "sockets: endpoints that grew",
-        &at.sockets,
-        per,
-        Unit::Count,
-    ));
+}
+
+/// Every attribution table of a run, in the page's order.
+fn tables(a: &Analysis) -> Vec<Table> {
+    let (at, per) = (&a.attribution, a.window_requests);
+    let counts = |title: &str, rows: &[Growth]| growth_table(title, rows, per, Unit::Count);
+    let mut tables = vec![heap_table(a)];
+    if !at.dhat_sites.is_empty() {
+        tables.push(dhat_table(&at.dhat_sites));
+    }
+    tables.extend([
+        counts(
+            "tasks: spawn locations whose live count grew",
+            &at.task_locations,
+        ),
+        counts("tasks: names whose live count grew", &at.task_names),
+        parked_table(&at.parked),
+        counts("fds: kinds that grew", &at.fd_kinds),
+        counts("fds: paths that grew", &at.fd_paths),
+        counts("sockets: TCP states that grew", &at.tcp_states),
+        counts("sockets: endpoints that grew", &at.sockets),
+    ]);
+    tables
+}
+
+/// What was recorded and how, in the run directory's human forms: times
+/// in RFC 3339 and the target's end in words.
+fn facts(a: &Analysis) -> Vec<Fact> {
+    let m: &Meta = &a.meta;
+    let fact = |name, value| Fact { name, value };
+    let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let host = &m.host;
+    let mut facts = vec![
+        fact("command", m.command.join(" ")),
+        fact("pid", m.pid.to_string()),
+        fact("labels", labels.join(", ")),
+        fact(
+            "host",
+            format!(
+                "{} (Linux {}, {} CPUs)",
+                host.hostname, host.kernel, host.cpus
+            ),
+        ),
+        fact("interval", format!("{} ms", m.interval_ms)),
+        fact(
+            "git revision",
+            m.git_revision.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        fact("started", UnixMs(m.started_unix_ms).to_string()),
+        fact(
+            "duration",
+            m.recorded_secs()
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_else(|| "unfinished".into()),
+        ),
+        fact("target ended", m.target_end_text()),
+        fact("leakscope", m.leakscope_version.clone()),
+    ];
+    if let Some(r) = a.window_requests {
+        facts.push(fact("requests in the window", format!("{r:.0}")));
+    }
+    facts
+}
+
+fn sources(m: &Meta) -> Vec<SourceRow> {
+    m.sources
+        .iter()
+        .map(|(name, s)| SourceRow {
+            name: name.clone(),
+            samples: s.samples,
+            failed: s.failed,
+            ms_per_sample: format!("{:.2}", s.mean_cost_ms),
+            first_error: s.error.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The run's raw files, relative to the report in `out`.
+fn links(a: &Analysis, out: &Path) -> Vec<Link> {
+    let base = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    let link = |text: &str, p: &Path| {
+        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let href = pathdiff::diff_paths(&abs, &base).unwrap_or(abs);
+        Link {
+            text: text.to_string(),
+            href: href.to_string_lossy().replace('\\', "/"),
+        }
+    };
+    let file = |f: RunFile| link(f.name(), &f.path(&a.dir));
+    let mut links = vec![file(RunFile::Meta), file(RunFile::Samples)];
+    if let Some((first, last)) = &a.attribution.heap_profiles {
+        links.push(link(first, &a.dir.join(first)));
+        links.push(link(last, &a.dir.join(last)));
+    }
+    if RunFile::TargetLog.path(&a.dir).is_file() {
+        links.push(file(RunFile::TargetLog));
+    }
+    links
+}
+
+fn run_view(a: &Analysis, out: &Path) -> RunView {
     let worst = a
         .metrics
         .iter()
@@ -489,10 +531,10 @@ fn run_view(a: &Analysis, out: &Path) -> RunView {
             .unwrap_or_else(|| "INCONCLUSIVE".into()),
         heading: describe::heading(a),
         notes: a.notes.clone(),
-        meta,
-        sources,
-        links,
-        tables,
+        facts: facts(a),
+        sources: sources(&a.meta),
+        links: links(a, out),
+        tables: tables(a),
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use leakscope_analysis::Verdict;
 use leakscope_rundir::{
-    Host, LoadSample, Meta, ProcSample, RunWriter, Sample, TargetEnd, SCHEMA_VERSION,
+    profile_name, Host, LoadSample, Meta, ParkedGroup, ProcSample, ProfileKind, RunFile, RunWriter,
+    Sample, StackFrame, TargetEnd, TaskDump, TaskSample, SCHEMA_VERSION,
 };
 
 fn meta(scenario: &str, variant: &str) -> Meta {
@@ -39,6 +40,19 @@ fn meta(scenario: &str, variant: &str) -> Meta {
 /// A run of `n` ticks: 5 before the load, then 10 requests per tick; each
 /// request leaves `fds_per_request` open fds on `path`.
 fn write_run(dir: &Path, scenario: &str, variant: &str, n: u64, fds_per_request: f64) -> PathBuf {
+    write_run_with(dir, scenario, variant, n, fds_per_request, &|_, _| {})
+}
+
+/// [`write_run`], with `extra` adding to each sample before it is written
+/// (and writing what the sample names, such as a heap profile).
+fn write_run_with(
+    dir: &Path,
+    scenario: &str,
+    variant: &str,
+    n: u64,
+    fds_per_request: f64,
+    extra: &dyn Fn(&RunWriter, &mut Sample),
+) -> PathBuf {
     let out = dir.join(format!("{scenario}-{variant}"));
     let mut w = RunWriter::create(&out, meta(scenario, variant)).unwrap();
     for seq in 0..n {
@@ -46,7 +60,7 @@ fn write_run(dir: &Path, scenario: &str, variant: &str, n: u64, fds_per_request:
         let leaked = (requests as f64 * fds_per_request) as u64;
         // In-flight jitter of a few fds, as concurrency gives.
         let fds = 20 + leaked + seq % 4;
-        w.append(&Sample {
+        let mut sample = Sample {
             seq,
             t_ms: seq * 250,
             proc: Some(ProcSample {
@@ -66,8 +80,9 @@ fn write_run(dir: &Path, scenario: &str, variant: &str, n: u64, fds_per_request:
                 ..LoadSample::default()
             }),
             ..Sample::default()
-        })
-        .unwrap();
+        };
+        extra(&w, &mut sample);
+        w.append(&sample).unwrap();
     }
     out
 }
@@ -120,9 +135,15 @@ fn leaky_and_fixed_share_a_page_with_one_svg_per_chart() {
     assert!(index.contains("LEAK") && index.contains("1.00 per request"));
     // Raw files are linked relative to the report.
     assert!(
-        page.contains("href=\"../fd-leak-leaky/samples.jsonl\""),
+        page.contains(&format!("href=\"../fd-leak-leaky/{}\"", RunFile::Samples)),
         "links"
     );
+    // The run's facts in words: RFC 3339 and how the target ended, not
+    // epoch milliseconds or Debug output.
+    assert!(page.contains("<th>started</th><td>1970-01-01T00:00:01Z</td>"));
+    assert!(page.contains("<th>duration</th><td>30.0 s</td>"));
+    assert!(page.contains("<th>target ended</th><td>exited with status 0</td>"));
+    assert!(!page.contains("Some(") && !page.contains("since the epoch"));
 }
 
 #[test]
@@ -130,10 +151,10 @@ fn damaged_and_tiny_runs_render_with_a_note() {
     let tmp = tempfile::tempdir().unwrap();
     // A torn last line and a profile that is listed but missing.
     let torn = write_run(tmp.path(), "torn", "leaky", 40, 1.0);
-    let mut text = std::fs::read_to_string(torn.join("samples.jsonl")).unwrap();
+    let mut text = std::fs::read_to_string(RunFile::Samples.path(&torn)).unwrap();
     let mut listed =
         serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap()).unwrap();
-    listed["heap_profile"] = "profiles/heap-000000.pb.gz".into();
+    listed["heap_profile"] = profile_name(ProfileKind::Heap, 0).into();
     let first_line_end = text.find('\n').unwrap();
     text.replace_range(..first_line_end, &listed.to_string());
     // Names that point outside the run directory are never opened, even
@@ -145,7 +166,7 @@ fn damaged_and_tiny_runs_render_with_a_note() {
         text = text.replacen(&line, &v.to_string(), 1);
     }
     text.push_str("{\"seq\": 40, \"t_ms\"");
-    std::fs::write(torn.join("samples.jsonl"), text).unwrap();
+    std::fs::write(RunFile::Samples.path(&torn), text).unwrap();
     // One sample only.
     let single = write_run(tmp.path(), "single", "leaky", 1, 0.0);
 
@@ -182,4 +203,170 @@ fn two_runs_claiming_the_same_scenario_and_variant_are_refused() {
         err.to_string().contains("distinct --label variant"),
         "{err}"
     );
+}
+
+/// A symbol name as Rust writes it: generics, a trait impl, and an `&`.
+const SYMBOL: &str = "<alloc::vec::Vec<T> as Clone>::clone & co";
+/// A spawn site whose file name is just as awkward.
+const SPAWN_SITE: &str = "src/<spawn>&co.rs:3:5";
+
+/// A gzipped pprof heap profile with one stack holding `bytes`: [`SYMBOL`]
+/// in the standard library, called from the service's own code.
+fn heap_profile(bytes: i64) -> Vec<u8> {
+    use leakscope_pprof::proto::{Function, Line, Location, Profile, Sample, ValueType};
+    let strings = [
+        "",
+        "inuse_space",
+        "bytes",
+        SYMBOL,
+        "/rustc/abc/library/alloc/src/vec/mod.rs",
+        "svc::handler::<impl svc::Svc<&str>>::call",
+        "/src/svc/src/handler.rs",
+    ];
+    let function = |id, name, filename| Function {
+        id,
+        name,
+        system_name: name,
+        filename,
+        start_line: 0,
+    };
+    let location = |id: u64| Location {
+        id,
+        line: vec![Line {
+            function_id: id,
+            line: 7,
+            column: 0,
+        }],
+        ..Location::default()
+    };
+    leakscope_pprof::encode_gzip(&Profile {
+        string_table: strings.map(String::from).to_vec(),
+        sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+        function: vec![function(1, 3, 4), function(2, 5, 6)],
+        location: vec![location(1), location(2)],
+        sample: vec![Sample {
+            location_id: vec![1, 2],
+            value: vec![bytes],
+            label: vec![],
+        }],
+        ..Profile::default()
+    })
+}
+
+/// A run whose every kind of stack (heap profile, dhat, parked tasks) and
+/// spawn site holds `<`, `>` and `&`.
+fn write_run_with_awkward_names(dir: &Path) -> PathBuf {
+    let n = 60;
+    let out = write_run_with(dir, "names", "leaky", n, 1.0, &|w, s| {
+        let requests = s.load.as_ref().map_or(0, |l| l.requests_total);
+        s.tasks = Some(TaskSample {
+            live_tasks: 3 + requests,
+            by_location: BTreeMap::from([(SPAWN_SITE.to_string(), 3 + requests)]),
+            ..TaskSample::default()
+        });
+        if s.seq == 0 || s.seq == n - 1 {
+            let (path, name) = w.profile_path(ProfileKind::Heap, s.seq);
+            std::fs::write(path, heap_profile(1 + s.seq as i64 * 4096)).unwrap();
+            s.heap_profile = Some(name);
+        }
+    });
+    let dump = TaskDump {
+        tasks: 40,
+        groups: vec![ParkedGroup {
+            spawned_at: Some(SPAWN_SITE.into()),
+            count: 40,
+            stack: vec![StackFrame {
+                function: "svc::spawn::<impl svc::Pool>::run & co".into(),
+                location: Some("/src/svc/src/<gen>&x.rs:12".into()),
+            }],
+        }],
+        ..TaskDump::default()
+    };
+    std::fs::write(
+        RunFile::TaskDump.path(&out),
+        serde_json::to_vec(&dump).unwrap(),
+    )
+    .unwrap();
+    let dhat = serde_json::json!({
+        "pps": [{"eb": 4096, "ebk": 2, "fs": [1]}],
+        "ftbl": ["[root]", format!("0x1: {SYMBOL} (vec.rs:1:1)")],
+    });
+    std::fs::write(RunFile::DhatHeap.path(&out), dhat.to_string()).unwrap();
+    out
+}
+
+/// Every `<` opens one of the page's own tags and every `&` starts an
+/// entity: no outside text reached the page unescaped.
+fn assert_markup_only(html: &str) {
+    const TAGS: &[&str] = &[
+        "!doctype", "html", "head", "meta", "title", "style", "body", "p", "a", "h1", "h2", "h3",
+        "b", "br", "code", "span", "div", "table", "tr", "th", "td", "svg", "rect", "text",
+        "polyline", "line", "circle", "polygon",
+    ];
+    for (i, _) in html.match_indices('<') {
+        let name: String = html[i + 1..]
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '!')
+            .collect();
+        let at: String = html[i..].chars().take(40).collect();
+        assert!(TAGS.contains(&name.as_str()), "raw '<' at {i}: {at:?}");
+    }
+    for (i, _) in html.match_indices('&') {
+        let entity: String = html[i + 1..].chars().take_while(|c| *c != ';').collect();
+        let at: String = html[i..].chars().take(20).collect();
+        assert!(
+            entity.len() < 8
+                && entity
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '#'),
+            "raw '&' at {i}: {at:?}"
+        );
+    }
+}
+
+#[test]
+fn symbol_names_are_escaped_in_every_stack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let analyses = analyze(&[write_run_with_awkward_names(tmp.path())]);
+    let at = &analyses[0].attribution;
+    assert_eq!(at.heap_sites.len(), 1, "{:?}", analyses[0].notes);
+    assert_eq!(at.dhat_sites.len(), 1, "{:?}", analyses[0].notes);
+    assert_eq!(at.parked.len(), 1, "{:?}", at.task_locations);
+
+    let written = leakscope_report::render(&analyses, &tmp.path().join("report")).unwrap();
+    let raw = std::fs::read_to_string(&written.pages[0]).unwrap();
+    assert_markup_only(&raw);
+    assert_markup_only(&std::fs::read_to_string(&written.index).unwrap());
+    // minijinja's HTML escaping writes '/' as an entity; browsers undo it.
+    let page = raw.replace("&#x2f;", "/");
+    let symbol = "&lt;alloc::vec::Vec&lt;T&gt; as Clone&gt;::clone &amp; co";
+    for frame in [
+        // The heap profile's stack, its own-code frame highlighted.
+        format!("<div>{symbol} vec/mod.rs:7</div>"),
+        "<div class=\"own\">svc::handler::&lt;impl svc::Svc&lt;&amp;str&gt;&gt;::call src/handler.rs:7</div>".into(),
+        // dhat's, as dhat wrote it.
+        format!("<div>0x1: {symbol} (vec.rs:1:1)</div>"),
+        // The parked task's, shortened.
+        "<div class=\"own\">spawn::run &amp; co (&lt;gen&gt;&amp;x.rs:12)</div>".into(),
+    ] {
+        assert!(page.contains(&frame), "{frame}");
+    }
+    assert!(page.contains("<td class=\"num\">src/&lt;spawn&gt;&amp;co.rs:3:5</td>"));
+    for raw_text in [SYMBOL, "Vec<T>", "<impl", "<gen>", "<spawn>", " & co"] {
+        assert!(!page.contains(raw_text), "{raw_text} unescaped");
+    }
+    // The structure stands: every section, one stack cell per row with a
+    // stack (heap, dhat, parked), and every element closed.
+    for section in ["<h2>Attribution</h2>", "<h2>Runs</h2>", "Raw files: "] {
+        assert!(page.contains(section), "{section}");
+    }
+    assert_eq!(page.matches("<td class=\"frames\">").count(), 3);
+    for tag in ["table", "tr", "td", "div", "svg"] {
+        assert_eq!(
+            page.matches(&format!("<{tag}")).count(),
+            page.matches(&format!("</{tag}>")).count(),
+            "<{tag}>"
+        );
+    }
 }

@@ -11,6 +11,9 @@
 //!                   spawn site and parked stack
 //! ```
 //!
+//! [`RunFile`] is this table in code, and [`profile_name`] names the
+//! profiles: every crate spells these names through them.
+//!
 //! The writer flushes every sample to the OS as it is appended, so a recorder
 //! that crashes loses at most the tick it was writing; the reader skips such
 //! a torn last line with a warning. `meta.json` is replaced atomically
@@ -21,13 +24,15 @@
 //! This crate does file I/O only: no network, no clock beyond what callers
 //! pass in, so the report side can depend on it freely.
 
+mod human;
 mod meta;
 mod reader;
 mod sample;
 mod tasks;
 mod writer;
 
-pub use meta::{Host, Limits, Meta, SourceInfo, TargetEnd};
+pub use human::UnixMs;
+pub use meta::{Host, Limits, Meta, SourceInfo, SourceName, TargetEnd};
 pub use reader::{read_task_dump, Run, Warning};
 pub use sample::{HeapSample, LoadSample, ProcSample, Sample, SourceError, TaskSample, TaskSource};
 pub use tasks::{ParkedGroup, StackFrame, TaskDump, TaskSite, TaskSites};
@@ -36,16 +41,92 @@ pub use writer::RunWriter;
 /// The schema this build writes, and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub const META_FILE: &str = "meta.json";
-pub const SAMPLES_FILE: &str = "samples.jsonl";
-pub const PROFILES_DIR: &str = "profiles";
-/// The target's output, when leakscope started it (`run`).
-pub const TARGET_LOG: &str = "target.log";
-/// dhat's file, when the target was built with dhat and wrote it there.
-pub const DHAT_FILE: &str = "dhat-heap.json";
-/// The agent's task dump taken at the end of the recording: where the
-/// live tasks were parked.
-pub const TASK_DUMP_FILE: &str = "tasks-dump.json";
+/// Every entry of a run directory, named in this one place: the recorder,
+/// the agent, the analysis, the report and the tools all spell a file
+/// through it, so none can drift from what the writer writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunFile {
+    /// What was recorded, how, and how the target ended.
+    Meta,
+    /// One JSON object per tick.
+    Samples,
+    /// The directory of heap profiles (see [`profile_name`]).
+    Profiles,
+    /// The target's output, when leakscope started it (`run`).
+    TargetLog,
+    /// dhat's file, when the target was built with dhat and wrote it there
+    /// (also the name the agent gives dhat in the target's working
+    /// directory by default).
+    DhatHeap,
+    /// The agent's task dump taken at the end of the recording: where the
+    /// live tasks were parked.
+    TaskDump,
+}
+
+impl RunFile {
+    pub const ALL: [RunFile; 6] = [
+        RunFile::Meta,
+        RunFile::Samples,
+        RunFile::Profiles,
+        RunFile::TargetLog,
+        RunFile::DhatHeap,
+        RunFile::TaskDump,
+    ];
+
+    /// The entry's name inside the run directory.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RunFile::Meta => "meta.json",
+            RunFile::Samples => "samples.jsonl",
+            RunFile::Profiles => "profiles",
+            RunFile::TargetLog => "target.log",
+            RunFile::DhatHeap => "dhat-heap.json",
+            RunFile::TaskDump => "tasks-dump.json",
+        }
+    }
+
+    /// The entry's path in the run directory `dir`.
+    pub fn path(self, dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(self.name())
+    }
+}
+
+impl std::fmt::Display for RunFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// The names of the table's entries as constants, for format strings
+// (`"{SAMPLES_FILE} line {line}"`) and patterns.
+pub const META_FILE: &str = RunFile::Meta.name();
+pub const SAMPLES_FILE: &str = RunFile::Samples.name();
+pub const PROFILES_DIR: &str = RunFile::Profiles.name();
+pub const TARGET_LOG: &str = RunFile::TargetLog.name();
+pub const DHAT_FILE: &str = RunFile::DhatHeap.name();
+pub const TASK_DUMP_FILE: &str = RunFile::TaskDump.name();
+
+/// What a profile in `profiles/` holds; part of its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProfileKind {
+    /// The agent's heap profile (gzipped pprof).
+    Heap,
+}
+
+impl ProfileKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProfileKind::Heap => "heap",
+        }
+    }
+}
+
+/// The name a sample records for the profile of `kind` taken at tick
+/// `seq`, relative to the run directory: `profiles/heap-000042.pb.gz`.
+/// The writer names its files so and [`profile_file`] opens only such.
+pub fn profile_name(kind: ProfileKind, seq: u64) -> String {
+    format!("{PROFILES_DIR}/{}-{seq:06}.pb.gz", kind.name())
+}
 
 /// The file a sample's `heap_profile` names, when it names a regular file
 /// under the run directory's `profiles/`, as the writer always does; else
@@ -122,5 +203,25 @@ mod profile_file_tests {
         ] {
             assert_eq!(profile_file(dir.path(), bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_writer_names_files_as_the_table_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = RunWriter::create(dir.path().join("run"), Meta::default()).unwrap();
+        let (path, name) = w.profile_path(ProfileKind::Heap, 42);
+        assert_eq!(name, "profiles/heap-000042.pb.gz");
+        assert_eq!(
+            path,
+            RunFile::Profiles.path(w.dir()).join("heap-000042.pb.gz")
+        );
+        std::fs::write(&path, b"x").unwrap();
+        assert_eq!(profile_file(w.dir(), &name), Some(path));
+        for file in [RunFile::Meta, RunFile::Samples, RunFile::Profiles] {
+            assert!(file.path(w.dir()).exists(), "{file}");
+        }
+        let names: std::collections::BTreeSet<&str> =
+            RunFile::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), RunFile::ALL.len(), "{names:?}");
     }
 }

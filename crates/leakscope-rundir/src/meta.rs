@@ -28,7 +28,8 @@ pub struct Meta {
     /// `None` while recording (or if the recorder itself died).
     #[serde(default)]
     pub target_end: Option<TargetEnd>,
-    /// Per source: whether it was reachable, why not, and what it cost.
+    /// Per source ([`SourceName`]): whether it was reachable, why not, and
+    /// what it cost.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceInfo>,
     /// The ceilings the target ran under, read when recording started.
@@ -140,4 +141,52 @@ pub struct SourceInfo {
     pub failed: u64,
     /// Mean wall time per sample, milliseconds: what watching cost.
     pub mean_cost_ms: f64,
+}
+
+/// The sources a recording reads, as `meta.json`'s `sources` and a
+/// sample's `errors` name them: one spelling for the sidecar that writes
+/// them and the analysis and report that read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceName {
+    /// `/proc/PID`: any process, no instrumentation.
+    Procfs,
+    /// leakscope-agent's heap statistics and profiles (and, in `errors`,
+    /// any of its endpoints).
+    Agent,
+    /// The agent's live tasks by spawn site (a cost line of its own).
+    AgentTasks,
+    /// The target's Prometheus request counter.
+    Metrics,
+    /// console-subscriber's gRPC stream.
+    Console,
+    /// The end-of-run task dump (a cost line; never a sample's error).
+    TaskDump,
+}
+
+impl SourceName {
+    pub const ALL: [SourceName; 6] = [
+        SourceName::Procfs,
+        SourceName::Agent,
+        SourceName::AgentTasks,
+        SourceName::Metrics,
+        SourceName::Console,
+        SourceName::TaskDump,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SourceName::Procfs => "procfs",
+            SourceName::Agent => "agent",
+            SourceName::AgentTasks => "agent-tasks",
+            SourceName::Metrics => "metrics",
+            SourceName::Console => "console",
+            SourceName::TaskDump => "task-dump",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::{Meta, RunDirError, Sample, META_FILE, SAMPLES_FILE, SCHEMA_VERSION};
+use crate::{Meta, RunDirError, RunFile, Sample, META_FILE, SAMPLES_FILE, SCHEMA_VERSION};
 
 /// A recording as read back.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl Run {
 
     pub fn open(dir: impl AsRef<Path>) -> Result<Run, RunDirError> {
         let dir = dir.as_ref().to_path_buf();
-        let meta_path = dir.join(META_FILE);
+        let meta_path = RunFile::Meta.path(&dir);
         let meta_text = match std::fs::read(&meta_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -83,7 +83,7 @@ impl Run {
         if meta.ended_unix_ms.is_none() {
             warnings.push(Warning::Unfinished);
         }
-        let samples_path = dir.join(SAMPLES_FILE);
+        let samples_path = RunFile::Samples.path(&dir);
         let file = std::fs::File::open(&samples_path).map_err(|source| RunDirError::Io {
             path: samples_path.clone(),
             source,
@@ -137,7 +137,7 @@ impl Run {
 
 /// The end-of-run task dump in `dir`, if any (see [`Run::task_dump`]).
 pub fn read_task_dump(dir: &Path) -> Result<Option<crate::TaskDump>, RunDirError> {
-    let path = dir.join(crate::TASK_DUMP_FILE);
+    let path = RunFile::TaskDump.path(dir);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)

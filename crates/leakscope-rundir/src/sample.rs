@@ -11,8 +11,16 @@ use serde::{Deserialize, Serialize};
 pub struct Sample {
     /// Tick number from 0.
     pub seq: u64,
-    /// Milliseconds since the recording started (monotonic clock).
+    /// Milliseconds since the recording started (monotonic clock), when
+    /// this tick's reads started (all at once).
     pub t_ms: u64,
+    /// When each section's figures were read, as `[from, to]` on `t_ms`'s
+    /// clock: the read started at `from` and answered at `to`, so what it
+    /// reported was true at some moment between. A read that an earlier tick
+    /// started and this one used starts before `t_ms`. Keyed by section
+    /// (`proc`, `tasks`, `heap`, `load`); empty in runs written before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub taken_ms: BTreeMap<String, [u64; 2]>,
     #[serde(default)]
     pub proc: Option<ProcSample>,
     /// Live tasks, from the agent's task hooks or the console (runs before

@@ -129,12 +129,22 @@ impl StackFrame {
     /// becomes `Interval::poll_tick (tokio-1.54.1 src/time/interval.rs:459)`
     /// for a dependency, `task_leak::report (task_leak.rs:53)` for own code.
     pub fn short(&self) -> String {
-        let segs = clean_function(&self.function);
-        let func = segs[segs.len().saturating_sub(2)..].join("::");
-        match &self.location {
-            Some(l) => format!("{func} ({})", short_location(l)),
-            None => func,
+        match self.short_location() {
+            Some(l) => format!("{} ({l})", self.short_name()),
+            None => self.short_name(),
         }
+    }
+
+    /// The last two path segments of the name: `Interval::poll_tick`.
+    pub fn short_name(&self) -> String {
+        let segs = clean_function(&self.function);
+        segs[segs.len().saturating_sub(2)..].join("::")
+    }
+
+    /// Where, shortened: `tokio-1.54.1 src/time/interval.rs:459` for a
+    /// dependency, `task_leak.rs:53` for any other file.
+    pub fn short_location(&self) -> Option<String> {
+        self.location.as_deref().map(short_location)
     }
 }
 

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::{Meta, RunDirError, Sample, META_FILE, PROFILES_DIR, SAMPLES_FILE};
+use crate::{Meta, ProfileKind, RunDirError, RunFile, Sample, META_FILE};
 
 /// Appends samples and keeps `meta.json` current.
 pub struct RunWriter {
@@ -30,9 +30,9 @@ impl RunWriter {
         if std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some() {
             return Err(RunDirError::NotEmpty { path: dir });
         }
-        let profiles = dir.join(PROFILES_DIR);
+        let profiles = RunFile::Profiles.path(&dir);
         std::fs::create_dir(&profiles).map_err(io(&profiles))?;
-        let path = dir.join(SAMPLES_FILE);
+        let path = RunFile::Samples.path(&dir);
         let samples = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -55,21 +55,21 @@ impl RunWriter {
     pub fn append(&mut self, sample: &Sample) -> Result<(), RunDirError> {
         let mut line = serde_json::to_vec(sample).expect("samples always serialize");
         line.push(b'\n');
-        let path = self.dir.join(SAMPLES_FILE);
+        let path = RunFile::Samples.path(&self.dir);
         self.samples.write_all(&line).map_err(io(&path))?;
         self.samples.flush().map_err(io(&path))
     }
 
     /// Where to store a profile taken at tick `seq`; returns the absolute
     /// path and the name to record in the sample.
-    pub fn profile_path(&self, kind: &str, seq: u64) -> (PathBuf, String) {
-        let name = format!("{PROFILES_DIR}/{kind}-{seq:06}.pb.gz");
+    pub fn profile_path(&self, kind: ProfileKind, seq: u64) -> (PathBuf, String) {
+        let name = crate::profile_name(kind, seq);
         (self.dir.join(&name), name)
     }
 
     /// Stores the end-of-run task dump (write, then rename: never torn).
     pub fn write_task_dump(&self, dump: &crate::TaskDump) -> Result<(), RunDirError> {
-        let path = self.dir.join(crate::TASK_DUMP_FILE);
+        let path = RunFile::TaskDump.path(&self.dir);
         let tmp = self.dir.join(format!("{}.tmp", crate::TASK_DUMP_FILE));
         let mut json = serde_json::to_vec_pretty(dump).expect("a dump always serializes");
         json.push(b'\n');
@@ -84,7 +84,7 @@ impl RunWriter {
     }
 
     fn write_meta(&self) -> Result<(), RunDirError> {
-        let path = self.dir.join(META_FILE);
+        let path = RunFile::Meta.path(&self.dir);
         let tmp = self.dir.join(format!("{META_FILE}.tmp"));
         let mut json = serde_json::to_vec_pretty(&self.meta).expect("meta always serializes");
         json.push(b'\n');

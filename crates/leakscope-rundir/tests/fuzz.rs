@@ -3,7 +3,7 @@
 //! run or a typed error, never a panic, and a sample's profile name never
 //! leads outside the directory.
 
-use leakscope_rundir::{profile_file, Meta, Run, RunWriter};
+use leakscope_rundir::{profile_file, Meta, Run, RunFile, RunWriter};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -35,8 +35,8 @@ proptest! {
     #[test]
     fn any_meta_json_gives_a_run_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("meta.json"), &bytes).unwrap();
-        std::fs::write(dir.path().join("samples.jsonl"), b"").unwrap();
+        std::fs::write(RunFile::Meta.path(dir.path()), &bytes).unwrap();
+        std::fs::write(RunFile::Samples.path(dir.path()), b"").unwrap();
         let _ = Run::open(dir.path());
     }
 
@@ -49,12 +49,12 @@ proptest! {
         if !torn {
             text.push('\n');
         }
-        std::fs::write(out.join("samples.jsonl"), text).unwrap();
+        std::fs::write(RunFile::Samples.path(&out), text).unwrap();
         if let Ok(run) = Run::open(&out) {
             for s in &run.samples {
                 if let Some(name) = &s.heap_profile {
                     if let Some(path) = profile_file(&out, name) {
-                        assert!(path.starts_with(out.join("profiles")), "{name:?}");
+                        assert!(path.starts_with(RunFile::Profiles.path(&out)), "{name:?}");
                     }
                 }
             }
@@ -64,10 +64,11 @@ proptest! {
     #[test]
     fn a_profile_name_never_leads_outside(name in "(\\.\\.|/|profiles|[a-z.-]{1,8}|\\\\){0,6}") {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("profiles")).unwrap();
-        std::fs::write(dir.path().join("profiles/a.pb.gz"), b"x").unwrap();
+        let profiles = RunFile::Profiles.path(dir.path());
+        std::fs::create_dir(&profiles).unwrap();
+        std::fs::write(profiles.join("a.pb.gz"), b"x").unwrap();
         if let Some(path) = profile_file(dir.path(), &name) {
-            assert_eq!(path.parent(), Some(dir.path().join("profiles").as_path()), "{name:?}");
+            assert_eq!(path.parent(), Some(profiles.as_path()), "{name:?}");
         }
     }
 }
