@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use leakscope_rundir::Sample;
+use leakscope_rundir::{RunFile, Sample};
 use serde::Serialize;
 
 use crate::pprof::{self, Frame};
@@ -87,13 +87,8 @@ fn medians(
                 .iter()
                 .map(|r| r.get(k).copied().unwrap_or(0.0))
                 .collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            let m = v.len();
-            let med = if m % 2 == 1 {
-                v[m / 2]
-            } else {
-                (v[m / 2 - 1] + v[m / 2]) / 2.0
-            };
+            // One value per row, and a key exists only if some row has it.
+            let med = crate::median(&mut v).unwrap_or(0.0);
             (k.clone(), med)
         })
         .collect()
@@ -265,8 +260,9 @@ pub fn attribute(
             present.push(name);
         } else {
             notes.push(format!(
-                "heap profile {name:?} in samples.jsonl is missing, or not a regular file under {}/; not opened",
-                leakscope_rundir::PROFILES_DIR
+                "heap profile {name:?} in {} is missing, or not a regular file under {}/; not opened",
+                RunFile::Samples,
+                RunFile::Profiles
             ));
         }
     }
@@ -288,7 +284,7 @@ pub fn attribute(
         Ok(None) => {}
         Err(e) => notes.push(format!("task dump skipped: {e}")),
     }
-    let dhat = dir.join(leakscope_rundir::DHAT_FILE);
+    let dhat = RunFile::DhatHeap.path(dir);
     if dhat.is_file() {
         match dhat_sites(&dhat) {
             Ok(sites) => a.dhat_sites = sites,

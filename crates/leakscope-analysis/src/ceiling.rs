@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn log_signs_count_across_chunks_and_quote_the_first_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("target.log");
+        let path = leakscope_rundir::RunFile::TargetLog.path(dir.path());
         let mut text = "x".repeat(70_000);
         text.push_str("\nerror: accept: Too many open files (os error 24)\n");
         text.push_str(&"y".repeat(65_530));

@@ -1,6 +1,8 @@
 //! The one-line sentences the CLI and the report share, so both say the
 //! same thing about the same run.
 
+use bytesize::ByteSize;
+
 use crate::{Analysis, Axis, MetricAnalysis, Unit, Verdict};
 
 /// "64.0 KiB", "1.00", "12.3 MiB".
@@ -17,16 +19,13 @@ pub fn amount(v: f64, unit: Unit) -> String {
         }
         Unit::Bytes => {
             let a = v.abs();
-            let (d, u) = if a >= 1024.0 * 1024.0 * 1024.0 {
-                (1024.0 * 1024.0 * 1024.0, "GiB")
-            } else if a >= 1024.0 * 1024.0 {
-                (1024.0 * 1024.0, "MiB")
-            } else if a >= 1024.0 {
-                (1024.0, "KiB")
-            } else {
+            // Below a KiB as a signed, rounded count: slopes can be
+            // fractional or negative, and bytesize takes whole bytes.
+            if a < 1024.0 || !a.is_finite() {
                 return format!("{v:.0} B");
-            };
-            format!("{:.1} {u}", v / d)
+            }
+            let sign = if v < 0.0 { "-" } else { "" };
+            format!("{sign}{}", ByteSize(a.round() as u64).display().iec())
         }
     }
 }
@@ -151,4 +150,32 @@ pub fn heading(a: &Analysis) -> String {
         a.variant(),
         a.samples
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_amounts_are_whole_bytes_below_a_kib_and_binary_units_above() {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let cases = [
+            (0.0, "0 B"),
+            (0.4, "0 B"),
+            (512.0, "512 B"),
+            (-300.0, "-300 B"),
+            (1023.0, "1023 B"),
+            (1024.0, "1.0 KiB"),
+            (1250.0, "1.2 KiB"),
+            (65_536.0, "64.0 KiB"),
+            (-1536.0, "-1.5 KiB"),
+            (4.0 * MIB, "4.0 MiB"),
+            (12.3 * MIB, "12.3 MiB"),
+            (1536.0 * MIB, "1.5 GiB"),
+            (1024.0 * 1024.0 * MIB, "1.0 TiB"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(amount(v, Unit::Bytes), text, "{v}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub mod trend;
 
 use std::path::{Path, PathBuf};
 
-use leakscope_rundir::{Meta, Run, RunDirError, Sample, TaskSource, TARGET_LOG};
+use leakscope_rundir::{Meta, Run, RunDirError, Sample, TaskSource, SAMPLES_FILE, TARGET_LOG};
 use serde::Serialize;
 
 pub use attribution::Attribution;
@@ -28,7 +28,14 @@ pub use metrics::{Ceiling, CeilingKind, MetricDef, MetricId, Source, METRICS};
 pub use series::{Axis, Point, Unit, Work};
 pub use trend::{Fit, IdleEvidence, Judgement, Verdict};
 
-/// The median, `None` for no values. Sorts `v` in place.
+/// The median, `None` for no values. Sorts `v` in place. The analysis's
+/// only median: each caller says what an empty input means to it.
+///
+/// ```
+/// use leakscope_analysis::median;
+/// assert_eq!(median(&mut []), None);
+/// assert_eq!(median(&mut [3.0, 1.0, 10.0, 2.0]), Some(2.5));
+/// ```
 pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -218,7 +225,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
     let console_on = run
         .meta
         .sources
-        .get("console")
+        .get(leakscope_rundir::SourceName::Console.as_str())
         .is_some_and(|c| c.samples > c.failed);
     notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
     distrust_dropped_tasks(samples, &frame.layout, &mut metrics);
@@ -605,10 +612,9 @@ fn unusable(samples: &[Sample], layout: &series::Layout, load: Option<LoadTotals
     let mut why = series::disorder(samples);
     let n = samples.len();
     if n == 0 {
-        why.push(
-            "no sample was taken: samples.jsonl is empty (the target ended, or the recorder stopped, before the first tick)"
-                .to_string(),
-        );
+        why.push(format!(
+            "no sample was taken: {SAMPLES_FILE} is empty (the target ended, or the recorder stopped, before the first tick)"
+        ));
     } else if n < trend::MIN_POINTS {
         why.push(format!(
             "only {n} sample(s), and a verdict needs {}: record longer or at a shorter --interval",
@@ -617,7 +623,7 @@ fn unusable(samples: &[Sample], layout: &series::Layout, load: Option<LoadTotals
     }
     if let Some(l) = load.filter(|l| l.failed > l.succeeded) {
         why.push(format!(
-            "most of leakscope's load failed ({} failed, {} succeeded): the target was not serving it; check --url and target.log",
+            "most of leakscope's load failed ({} failed, {} succeeded): the target was not serving it; check --url and {TARGET_LOG}",
             l.failed, l.succeeded
         ));
     }

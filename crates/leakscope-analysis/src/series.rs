@@ -24,7 +24,7 @@
 
 use std::ops::Range;
 
-use leakscope_rundir::Sample;
+use leakscope_rundir::{Sample, SAMPLES_FILE};
 use serde::Serialize;
 
 /// Share of the loaded range dropped at its start: connection pools, thread
@@ -159,7 +159,7 @@ pub fn disorder(samples: &[Sample]) -> Vec<String> {
         .find(|w| w[1].seq <= w[0].seq || w[1].t_ms < w[0].t_ms);
     if let Some(w) = back {
         why.push(format!(
-            "samples go back (seq {} at {} ms follows seq {} at {} ms): samples.jsonl was reordered or mixed",
+            "samples go back (seq {} at {} ms follows seq {} at {} ms): {SAMPLES_FILE} was reordered or mixed",
             w[1].seq, w[1].t_ms, w[0].seq, w[0].t_ms
         ));
     }

@@ -148,11 +148,6 @@ pub struct Evidence<'a> {
     pub floor: f64,
 }
 
-/// The median of a non-empty bin; NaN for none (never asked in practice).
-fn median(v: &mut [f64]) -> f64 {
-    crate::median(v).unwrap_or(f64::NAN)
-}
-
 /// Medians of consecutive, equally sized bins (points sorted by x), at most
 /// `max` of them.
 pub fn bin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
@@ -164,10 +159,11 @@ pub fn bin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     let per = sorted.len().div_ceil(max);
     sorted
         .chunks(per)
-        .map(|c| {
+        .filter_map(|c| {
+            // `chunks` yields no empty bin, so none is dropped here.
             let mut xs: Vec<f64> = c.iter().map(|p| p.0).collect();
             let mut ys: Vec<f64> = c.iter().map(|p| p.1).collect();
-            (median(&mut xs), median(&mut ys))
+            Some((crate::median(&mut xs)?, crate::median(&mut ys)?))
         })
         .collect()
 }
@@ -190,7 +186,7 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     }
     slopes.sort_by(|a, b| a.total_cmp(b));
     let m = slopes.len();
-    let slope = median(&mut slopes.clone());
+    let slope = crate::median(&mut slopes.clone())?;
     // Sen (1968): the interval's ends are order statistics of the slopes,
     // C = z·sqrt(Var S) apart around the middle, Var S = n(n-1)(2n+5)/18.
     let nf = n as f64;
@@ -198,7 +194,7 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     let lo_i = (((m as f64 - c) / 2.0).floor().max(1.0) as usize).min(m) - 1;
     let hi_i = (((m as f64 + c) / 2.0).ceil().max(1.0) as usize).min(m) - 1;
     let mut resid: Vec<f64> = pts.iter().map(|p| p.1 - slope * p.0).collect();
-    let intercept = median(&mut resid);
+    let intercept = crate::median(&mut resid)?;
     let mean_y = pts.iter().map(|p| p.1).sum::<f64>() / nf;
     let ss_tot: f64 = pts.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
     let ss_res: f64 = pts
@@ -361,9 +357,10 @@ fn judge_window(
         tail_pts = sorted[sorted.len() / 2..].to_vec();
     }
     let tail = theil_sen(&tail_pts);
-    let plateau = {
-        let mut ys: Vec<f64> = tail_pts.iter().map(|p| p.1).collect();
-        median(&mut ys)
+    let mut tail_ys: Vec<f64> = tail_pts.iter().map(|p| p.1).collect();
+    // Never empty: the tail keeps at least half of the window.
+    let Some(plateau) = crate::median(&mut tail_ys) else {
+        return inconclusive("the window's last third holds no sample".into());
     };
     let mut j = Judgement {
         verdict: Verdict::Stable,
@@ -388,7 +385,11 @@ fn judge_window(
                 .collect();
             b = head;
         }
-        median(&mut b)
+        crate::median(&mut b)
+    };
+    // Never empty: the baseline, else the window's first tenth.
+    let Some(start_level) = start_level else {
+        return inconclusive("no level to start from".into());
     };
     j.start_level = Some(start_level);
     let reached = |level: f64| {
