@@ -1,4 +1,12 @@
-//! The recording loop: every tick, ask each source, append one sample.
+//! The recording: every tick, read every source at once, append one sample.
+//!
+//! [`record`] drives a `Recorder` tick by tick. A tick reads all sources
+//! side by side (`readings`: procfs, the agent's heap and tasks, the
+//! metrics counter, the console, the load driver), books each reading's
+//! cost and error in one place (`books`), lets the `ProfileSchedule` decide
+//! about heap profiles (`profiles`), and writes the sample. Its `t_ms` is
+//! the moment its reads started; its `taken_ms` has each section's reading
+//! window, which differs when a read an earlier tick started answered late.
 //!
 //! Sources are independent: one that fails gets an entry in the sample's
 //! `errors` and the rest go on. The procfs source saying the process is gone
@@ -11,17 +19,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leakscope_rundir::{
-    HeapSample, LoadSample, RunDirError, RunWriter, Sample, SourceError, SourceInfo, TaskSample,
-};
+use leakscope_rundir::{RunDirError, RunWriter, Sample};
 
 use crate::sources::agent::AgentSource;
 use crate::sources::console::ConsoleSource;
 use crate::sources::metrics::MetricsSource;
-use crate::sources::procfs::{ProcSource, ProcSourceError};
+use crate::sources::procfs::ProcSource;
 
+mod books;
+mod load;
 mod poll;
-use poll::{Poll, Reading};
+mod profiles;
+mod readings;
+
+use books::{Books, AGENT_HEAP, AGENT_TASKS, CONSOLE, METRICS, PROCFS, TASK_DUMP};
+use load::Served;
+use poll::Taken;
+use profiles::Profiles;
+use readings::{Readings, Reads};
 
 pub struct Sources {
     pub proc: ProcSource,
@@ -53,39 +68,6 @@ pub enum Stopped {
     TargetGone,
 }
 
-#[derive(Default)]
-struct Cost {
-    samples: u64,
-    failed: u64,
-    total: Duration,
-    error: Option<String>,
-}
-
-impl Cost {
-    fn add(&mut self, took: Duration, error: Option<&str>) {
-        self.samples += 1;
-        self.failed += u64::from(error.is_some());
-        self.total += took;
-        if self.error.is_none() {
-            self.error = error.map(str::to_string);
-        }
-    }
-
-    fn info(&self) -> SourceInfo {
-        SourceInfo {
-            enabled: true,
-            error: self.error.clone(),
-            samples: self.samples,
-            failed: self.failed,
-            mean_cost_ms: if self.samples == 0 {
-                0.0
-            } else {
-                self.total.as_secs_f64() * 1000.0 / self.samples as f64
-            },
-        }
-    }
-}
-
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,270 +86,179 @@ pub async fn record(
     mut on_tick: impl FnMut(&Sample),
 ) -> Result<Stopped, RunDirError> {
     tokio::pin!(stop);
-    if let Some(console) = &sources.console {
-        // The stream's first replay takes a moment; without it the baseline
-        // sample would have no tasks. A console that is down costs 3 s here
-        // and an error per tick after.
-        console.wait_connected(Duration::from_secs(3)).await;
-    }
-    let start = Instant::now();
+    let mut recorder = Recorder::begin(writer, sources, settings).await;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut costs: BTreeMap<&'static str, Cost> = BTreeMap::new();
-    let mut last_profile: Option<Instant> = None;
-    let mut pending: Option<PendingProfile> = None;
-    let mut seq = 0u64;
-    let mut metrics_seen = false;
-    let mut polls = Polls::default();
     let stopped = loop {
         let stop_now = tokio::select! {
             why = &mut stop => Some(why),
             _ = ticker.tick() => None,
         };
-        let out_of_time = settings.duration.is_some_and(|d| start.elapsed() >= d);
+        if let Some(end) = recorder.tick(stop_now, &mut on_tick).await? {
+            break end;
+        }
+    };
+    recorder.finish(stopped).await
+}
+
+/// One recording's state between ticks.
+struct Recorder<'a> {
+    writer: &'a mut RunWriter,
+    sources: &'a Sources,
+    settings: &'a Settings,
+    /// `t_ms` is counted from here.
+    start: Instant,
+    seq: u64,
+    reads: Reads,
+    books: Books,
+    /// With an agent only.
+    profiles: Option<Profiles>,
+    served: Served,
+}
+
+impl<'a> Recorder<'a> {
+    async fn begin(
+        writer: &'a mut RunWriter,
+        sources: &'a Sources,
+        settings: &'a Settings,
+    ) -> Self {
+        if let Some(console) = &sources.console {
+            // The stream's first replay takes a moment; without it the baseline
+            // sample would have no tasks. A console that is down costs 3 s here
+            // and an error per tick after.
+            console.wait_connected(Duration::from_secs(3)).await;
+        }
+        let every = settings.heap_profile_every;
+        Recorder {
+            writer,
+            sources,
+            settings,
+            start: Instant::now(),
+            seq: 0,
+            reads: Reads::default(),
+            books: Books::default(),
+            profiles: sources.agent.as_ref().map(|a| Profiles::new(a, every)),
+            served: Served::default(),
+        }
+    }
+
+    /// One tick: read, book, profile, write. `Some` when the recording ends
+    /// with it.
+    async fn tick(
+        &mut self,
+        stop_now: Option<Stopped>,
+        on_tick: &mut impl FnMut(&Sample),
+    ) -> Result<Option<Stopped>, RunDirError> {
+        let out_of_time = self
+            .settings
+            .duration
+            .is_some_and(|d| self.start.elapsed() >= d);
         let mut sample = Sample {
-            seq,
-            t_ms: start.elapsed().as_millis() as u64,
+            seq: self.seq,
+            t_ms: ms_between(self.start, Instant::now()),
             ..Sample::default()
         };
-        let mut errors = Vec::new();
-
-        let t = Instant::now();
-        let proc = sources.proc.sample();
-        let gone = matches!(proc, Err(ProcSourceError::Gone { .. }));
-        match proc {
-            Ok(p) => {
-                sample.proc = Some(p);
-                costs.entry("procfs").or_default().add(t.elapsed(), None);
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                costs
-                    .entry("procfs")
-                    .or_default()
-                    .add(t.elapsed(), Some(&msg));
-                errors.push(("procfs", msg));
-            }
-        }
-        // The sources' reads run side by side, each waited for up to one
-        // interval: a slow one costs its own readings, not the tick.
-        let deadline = tokio::time::Instant::now() + settings.interval;
-        polls.start(sources);
-        let heap = account(
-            polls.heap.collect(deadline).await,
-            ("agent", "agent"),
-            &mut costs,
-            &mut errors,
-        );
-        let hooks = account(
-            polls.tasks.collect(deadline).await,
-            ("agent", "agent-tasks"),
-            &mut costs,
-            &mut errors,
-        );
-        let scraped = account(
-            polls.metrics.collect(deadline).await,
-            ("metrics", "metrics"),
-            &mut costs,
-            &mut errors,
-        );
-        let agent_up = heap.is_some();
-        sample.heap = heap;
-        sample.tasks = hooks.flatten();
-        if let Some(agent) = &sources.agent {
-            // A profile is a dump plus symbolization in the target, up to
-            // seconds for a large binary: those between the first and the
-            // last run beside the ticks, never in one, so the series keeps
-            // its pace. Such a file is named for the tick that asked; the
-            // sample of the tick that sees it done carries the name.
-            if pending.as_ref().is_some_and(|p| p.task.is_finished()) {
-                let p = pending.take().expect("checked");
-                finish_profile(p, &mut sample, &mut errors).await;
-            }
-            let last = stop_now.is_some() || out_of_time || gone;
-            let due = match (settings.heap_profile_every, last_profile) {
-                (_, None) => true,
-                (Some(every), Some(at)) => at.elapsed() >= every,
-                (None, Some(_)) => false,
-            };
-            // Only of an agent that answered this tick: a silent one would
-            // hold the tick for the profile's whole deadline.
-            if last && !gone && agent_up {
-                // The end profile is the other half of every diff: wait for
-                // the one in flight (its file stays; this sample names the
-                // end one), then take it here.
-                if let Some(p) = pending.take() {
-                    finish_profile(p, &mut sample, &mut errors).await;
-                }
-                let p = start_profile(agent, writer, seq);
-                finish_profile(p, &mut sample, &mut errors).await;
-            } else if last_profile.is_none() && !gone && agent_up {
-                // The first profile is the baseline of every diff: taken in
-                // the first tick the agent answers, before any load starts
-                // if it answers at once, however long it takes.
-                let p = start_profile(agent, writer, seq);
-                finish_profile(p, &mut sample, &mut errors).await;
-                last_profile = Some(Instant::now());
-            } else if due && pending.is_none() && !gone && agent_up {
-                pending = Some(start_profile(agent, writer, seq));
-                last_profile = Some(Instant::now());
-            }
-        }
-        read_console(sources, &mut sample, &mut costs, &mut errors);
-        // Requests served come from the target's own counter when it has
-        // one (it sees every client, not just ours); the driver's otherwise,
-        // counting only those that succeeded (an abort is the driver's own
-        // choice after the response began): a 404 or a refused connection
-        // is not work the service did. Once the target's counter has been
-        // read, a tick without it has no figure: the driver's count is
-        // smaller, and mixing the two would read as the counter going down.
-        let driven = sources.load.as_ref().map(|c| c.counts());
-        let mut served = driven.map(|c| c.done + c.aborted);
-        if sources.metrics.is_some() {
-            let total = scraped.flatten();
-            metrics_seen |= total.is_some();
-            served = if metrics_seen {
-                total
-            } else {
-                total.or(served)
-            };
-        }
-        if let Some(requests_total) = served {
-            sample.load = Some(LoadSample {
-                requests_total,
-                done: driven.map_or(0, |c| c.done),
-                failed: driven.map_or(0, |c| c.failed),
-                aborted: driven.map_or(0, |c| c.aborted),
-                bytes: driven.map_or(0, |c| c.bytes),
-                concurrency: driven.map_or(0, |c| c.concurrency),
-            });
-        }
+        // The sources' reads run side by side, those over HTTP waited for up
+        // to one interval: a slow one costs its own readings, not the tick.
+        let deadline = tokio::time::Instant::now() + self.settings.interval;
+        let readings = self.reads.take(self.sources, deadline).await;
+        let gone = readings.gone();
+        let agent_up = self.fill(&mut sample, readings);
+        let last = stop_now.is_some() || out_of_time || gone;
+        self.profile(&mut sample, agent_up && !gone, last).await;
+        let errors = self.books.take_errors();
         // The target dying mid-tick is the end, not an error of this tick.
-        if !gone {
-            sample.errors = errors
-                .into_iter()
-                .map(|(source, message)| SourceError {
-                    source: source.to_string(),
-                    message,
-                })
-                .collect();
-            writer.append(&sample)?;
-            on_tick(&sample);
-            seq += 1;
-        }
         if gone {
-            break Stopped::TargetGone;
+            return Ok(Some(Stopped::TargetGone));
         }
-        if let Some(s) = stop_now {
-            break s;
-        }
-        if out_of_time {
-            break Stopped::Duration;
-        }
-    };
-    let alive = stopped != Stopped::TargetGone;
-    if let (Some(agent), true) = (&sources.agent, settings.task_dump && alive) {
-        take_task_dump(agent, writer, &mut costs).await;
+        sample.errors = errors;
+        self.writer.append(&sample)?;
+        on_tick(&sample);
+        self.seq += 1;
+        Ok(stop_now.or(out_of_time.then_some(Stopped::Duration)))
     }
-    writer.update_meta(|m| {
-        m.ended_unix_ms = Some(unix_ms());
-        for (name, cost) in &costs {
-            m.sources.insert(name.to_string(), cost.info());
+
+    /// Heap profiles, with an agent: see `ProfileSchedule`.
+    async fn profile(&mut self, sample: &mut Sample, reachable: bool, last: bool) {
+        let Some(profiles) = &mut self.profiles else {
+            return;
+        };
+        let (writer, books) = (&*self.writer, &mut self.books);
+        profiles
+            .tick(writer, self.seq, reachable, last, sample, books)
+            .await;
+    }
+
+    /// Books every reading and puts what came into its section, with when
+    /// it was taken. Whether the agent answered.
+    fn fill(&mut self, sample: &mut Sample, r: Readings) -> bool {
+        let books = &mut self.books;
+        let proc = books.account(r.proc, PROCFS);
+        let heap = books.account(r.heap, AGENT_HEAP);
+        let hooks = books.account(r.tasks, AGENT_TASKS);
+        let hooks = hooks.and_then(|(tasks, at)| tasks.map(|t| (t, at)));
+        // The console is booked only when the hooks gave no tasks: it is
+        // their stand-in.
+        let tasks = hooks.or_else(|| books.account(r.console, CONSOLE));
+        let scraped = books.account(r.metrics, METRICS);
+        let scraped = scraped.and_then(|(total, at)| total.map(|t| (t, at)));
+        let metrics = self.sources.metrics.as_ref().map(|_| scraped);
+        let load = self.served.section(r.driven, metrics);
+        let agent_up = heap.is_some();
+        let (start, taken) = (self.start, &mut sample.taken_ms);
+        sample.proc = stamped(proc, "proc", start, taken);
+        sample.heap = stamped(heap, "heap", start, taken);
+        sample.tasks = stamped(tasks, "tasks", start, taken);
+        sample.load = stamped(load, "load", start, taken);
+        agent_up
+    }
+
+    /// The task dump if asked for, and `meta.json`'s end time and sources.
+    async fn finish(mut self, stopped: Stopped) -> Result<Stopped, RunDirError> {
+        let alive = stopped != Stopped::TargetGone;
+        if let (Some(agent), true) = (&self.sources.agent, self.settings.task_dump && alive) {
+            take_task_dump(agent, self.writer, &mut self.books).await;
         }
-        if let (Some(metrics), Some(info)) = (&sources.metrics, m.sources.get_mut("metrics")) {
-            // A misspelt counter must not read as "no load".
-            if !metrics_seen && info.error.is_none() {
-                info.error = Some(format!(
-                    "the scrape never had a counter named {}",
-                    metrics.counter()
-                ));
+        // A misspelt counter must not read as "no load".
+        let never_counted = match &self.sources.metrics {
+            Some(metrics) if !self.served.metrics_seen() => Some(metrics.counter()),
+            _ => None,
+        };
+        let books = &self.books;
+        self.writer.update_meta(|m| {
+            m.ended_unix_ms = Some(unix_ms());
+            for (name, info) in books.infos() {
+                m.sources.insert(name.to_string(), info);
             }
-        }
-    })?;
-    Ok(stopped)
-}
-
-/// Live tasks from the console, when the agent's hooks gave none (the
-/// console is not asked when they did).
-fn read_console(
-    sources: &Sources,
-    sample: &mut Sample,
-    costs: &mut BTreeMap<&'static str, Cost>,
-    errors: &mut Vec<(&'static str, String)>,
-) {
-    let Some(console) = sources.console.as_ref().filter(|_| sample.tasks.is_none()) else {
-        return;
-    };
-    let t = Instant::now();
-    match console.snapshot() {
-        Ok(c) => {
-            sample.tasks = Some(c);
-            costs.entry("console").or_default().add(t.elapsed(), None);
-        }
-        Err(e) => {
-            costs
-                .entry("console")
-                .or_default()
-                .add(t.elapsed(), Some(&e));
-            errors.push(("console", e));
-        }
+            if let (Some(counter), Some(info)) = (never_counted, m.sources.get_mut(METRICS.cost)) {
+                if info.error.is_none() {
+                    info.error = Some(format!("the scrape never had a counter named {counter}"));
+                }
+            }
+        })?;
+        Ok(stopped)
     }
 }
 
-/// Books a reading's cost under `keys.1` and its error under `keys.0` (the
-/// name a warning uses: one dead agent is one warning); its value, if any.
-fn account<T>(
-    reading: Reading<T>,
-    keys: (&'static str, &'static str),
-    costs: &mut BTreeMap<&'static str, Cost>,
-    errors: &mut Vec<(&'static str, String)>,
+/// A reading's value, its window noted under `section` in `taken_ms` (on
+/// the clock of `t_ms`, which starts at `start`).
+fn stamped<T>(
+    got: Option<(T, Taken)>,
+    section: &str,
+    start: Instant,
+    taken_ms: &mut BTreeMap<String, [u64; 2]>,
 ) -> Option<T> {
-    let (source, cost) = keys;
-    let (value, took, error) = match reading {
-        Reading::None => return None,
-        Reading::Got(v, took) => (Some(v), took, None),
-        Reading::Failed(e, took) => (None, took, Some(e)),
-        Reading::Late(waited) => (
-            None,
-            waited,
-            Some(format!(
-                "no answer within the tick ({} ms so far); the read goes on",
-                waited.as_millis()
-            )),
-        ),
-    };
-    costs.entry(cost).or_default().add(took, error.as_deref());
-    if let Some(e) = error {
-        errors.push((source, e));
-    }
-    value
+    let (value, at) = got?;
+    let window = [
+        ms_between(start, at.started),
+        ms_between(start, at.started + at.took),
+    ];
+    taken_ms.insert(section.to_string(), window);
+    Some(value)
 }
 
-/// The reads of the sources that are asked over HTTP, one of each at most
-/// in flight.
-#[derive(Default)]
-struct Polls {
-    heap: Poll<HeapSample>,
-    tasks: Poll<Option<TaskSample>>,
-    metrics: Poll<Option<u64>>,
-}
-
-impl Polls {
-    fn start(&mut self, sources: &Sources) {
-        if let Some(agent) = &sources.agent {
-            let a = agent.clone();
-            self.heap
-                .start(async move { a.heap().await.map_err(|e| e.to_string()) });
-            let a = agent.clone();
-            self.tasks
-                .start(async move { a.tasks().await.map_err(|e| e.to_string()) });
-        }
-        if let Some(metrics) = &sources.metrics {
-            let m = metrics.clone();
-            self.metrics
-                .start(async move { m.requests_total().await.map_err(|e| e.to_string()) });
-        }
-    }
+fn ms_between(start: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(start).as_millis() as u64
 }
 
 /// How long the target may take to trace its tasks at the end; a runtime
@@ -377,11 +268,7 @@ const TASK_DUMP_DEADLINE: Duration = Duration::from_secs(10);
 /// The end-of-run task dump: where the live tasks are parked. Its failure
 /// (no `taskdump` feature, dumps not allowed, the deadline passed) is the
 /// source's error in meta.json and a warning: the recording stands.
-async fn take_task_dump(
-    agent: &AgentSource,
-    writer: &RunWriter,
-    costs: &mut BTreeMap<&'static str, Cost>,
-) {
+async fn take_task_dump(agent: &AgentSource, writer: &RunWriter, books: &mut Books) {
     let t = Instant::now();
     let outcome = match agent.task_dump(TASK_DUMP_DEADLINE).await {
         Ok(dump) => writer.write_task_dump(&dump).map_err(|e| e.to_string()),
@@ -390,41 +277,5 @@ async fn take_task_dump(
     if let Err(e) = &outcome {
         tracing::warn!("task dump: {e}");
     }
-    costs
-        .entry("task-dump")
-        .or_default()
-        .add(t.elapsed(), outcome.err().as_deref());
-}
-
-/// A heap profile being fetched and written on its own task.
-struct PendingProfile {
-    name: String,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-fn start_profile(agent: &AgentSource, writer: &RunWriter, seq: u64) -> PendingProfile {
-    let (path, name) = writer.profile_path("heap", seq);
-    let agent = agent.clone();
-    let task = tokio::spawn(async move {
-        let bytes = agent
-            .heap_profile()
-            .await
-            .map_err(|e| format!("heap profile: {e}"))?;
-        tokio::fs::write(&path, &bytes)
-            .await
-            .map_err(|e| format!("writing {}: {e}", path.display()))
-    });
-    PendingProfile { name, task }
-}
-
-async fn finish_profile(
-    p: PendingProfile,
-    sample: &mut Sample,
-    errors: &mut Vec<(&'static str, String)>,
-) {
-    match p.task.await {
-        Ok(Ok(())) => sample.heap_profile = Some(p.name),
-        Ok(Err(e)) => errors.push(("agent", e)),
-        Err(e) => errors.push(("agent", format!("heap profile task: {e}"))),
-    }
+    books.cost(TASK_DUMP, t.elapsed(), outcome.err().as_deref());
 }

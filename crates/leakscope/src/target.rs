@@ -51,7 +51,7 @@ pub enum TargetError {
         source: std::io::Error,
     },
     #[error("the target exited before it was ready ({end}); its last output:\n{tail}")]
-    ExitedEarly { end: String, tail: String },
+    ExitedEarly { end: TargetEnd, tail: String },
     #[error(
         "the target was not ready within {timeout:?} ({waiting_for}); its last output:\n{tail}"
     )]
@@ -177,7 +177,7 @@ impl Target {
                         let status = target.child.wait().await;
                         let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
                         return Err(TargetError::ExitedEarly {
-                            end: describe(&end),
+                            end,
                             tail: target.lines.tail(),
                         });
                     }
@@ -190,7 +190,7 @@ impl Target {
                         target.lines.push(l);
                     }
                     return Err(TargetError::ExitedEarly {
-                        end: describe(&end),
+                        end,
                         tail: target.lines.tail(),
                     });
                 }
@@ -355,29 +355,5 @@ pub fn end_of(status: ExitStatus) -> TargetEnd {
         (Some(code), _) => TargetEnd::Exited { code },
         (None, Some(signal)) => TargetEnd::Signaled { signal },
         (None, None) => TargetEnd::Vanished,
-    }
-}
-
-/// "exited with status 3", "killed by SIGKILL", …
-pub fn describe(end: &TargetEnd) -> String {
-    match end {
-        TargetEnd::StillRunning => "still running".into(),
-        TargetEnd::Exited { code } => format!("exited with status {code}"),
-        TargetEnd::Signaled { signal } => {
-            let name = match signal {
-                9 => "SIGKILL",
-                15 => "SIGTERM",
-                2 => "SIGINT",
-                6 => "SIGABRT",
-                11 => "SIGSEGV",
-                _ => "",
-            };
-            if name.is_empty() {
-                format!("killed by signal {signal}")
-            } else {
-                format!("killed by {name}")
-            }
-        }
-        TargetEnd::Vanished => "gone (exit status unknown)".into(),
     }
 }

@@ -156,3 +156,57 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         );
     }
 }
+
+/// Every section says when it was read: all reads start with the tick, so
+/// each window starts at the sample's `t_ms` (or before, for a read an
+/// earlier tick started) and ends when that source answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_section_is_stamped_with_when_it_was_read() {
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    let sources = Sources {
+        proc: ProcSource::new(pid as i32).unwrap(),
+        agent: None,
+        console: None,
+        metrics: None,
+        load: Some(Default::default()),
+    };
+    let settings = Settings {
+        interval: Duration::from_millis(50),
+        duration: Some(Duration::from_millis(400)),
+        heap_profile_every: None,
+        task_dump: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let mut writer = RunWriter::create(&run_dir, meta(pid)).unwrap();
+    let stopped = recorder::record(
+        &mut writer,
+        &sources,
+        &settings,
+        std::future::pending::<Stopped>(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(stopped, Stopped::Duration);
+
+    let run = Run::open(&run_dir).unwrap();
+    assert!(run.samples.len() >= 3, "{} samples", run.samples.len());
+    for s in &run.samples {
+        assert_eq!(
+            s.taken_ms.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["load", "proc"],
+            "{s:?}"
+        );
+        for [from, to] in s.taken_ms.values() {
+            assert!(s.t_ms <= *from && from <= to, "{s:?}");
+        }
+    }
+    assert!(run.samples.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+}

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use leakscope::target::{MAX_LINE, MAX_LOG};
+use leakscope_rundir::RunFile;
 
 /// Peak resident memory of a running process (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
@@ -46,7 +47,7 @@ fn a_flood_of_output_is_cut_to_bounded_lines_and_a_capped_log() {
     // The 200 MB line is never held whole: the kept part is 64 KiB.
     assert!(peak > 0 && peak < 100 << 20, "peak RSS {peak} B\n{stderr}");
 
-    let log = std::fs::read(run.join("target.log")).unwrap();
+    let log = std::fs::read(RunFile::TargetLog.path(&run)).unwrap();
     let text = String::from_utf8_lossy(&log);
     let first = text.lines().next().unwrap();
     assert!(first.len() <= MAX_LINE + 40, "{}", first.len());
@@ -62,5 +63,8 @@ fn a_flood_of_output_is_cut_to_bounded_lines_and_a_capped_log() {
     assert!(log.len() as u64 <= MAX_LOG + 200, "{} B", log.len());
     eprintln!("leakscope's peak RSS {peak} B; target.log {} B", log.len());
     let last = text.lines().last().unwrap();
-    assert!(last.contains("target.log reached"), "{last}");
+    assert!(
+        last.contains(&format!("{} reached", RunFile::TargetLog)),
+        "{last}"
+    );
 }

@@ -12,7 +12,7 @@ use leakscope_load::{Concurrency, Pattern};
     name = "leakscope",
     version,
     about = "Record heap, task and fd snapshots of a process over time, and drive load at it",
-    after_help = "Run directories are read by `leakscope report` and `leakscope check` (see README)."
+    after_help = "Run directories are read by `leakscope report` and `leakscope check` (see docs/verdicts.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -111,7 +111,7 @@ pub struct RecordingArgs {
     pub heap_profile_every: Duration,
     /// At the end, ask the agent for a task dump (where each live task is
     /// parked) into tasks-dump.json. Off by default: on a multi-thread
-    /// runtime tokio's dump can wedge the target for good (the README says
+    /// runtime tokio's dump can wedge the target for good (docs/agent.md says
     /// when), and the agent refuses it unless started with
     /// LEAKSCOPE_TASK_DUMPS=on.
     #[arg(long)]

@@ -8,6 +8,7 @@ use clap::Args;
 use std::io::Write;
 
 use leakscope_analysis::{describe, gate, Analysis};
+use leakscope_rundir::{Meta, UnixMs};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -89,9 +90,24 @@ pub fn run(args: CheckArgs) -> ExitCode {
     }
 }
 
+/// When the recording ran and how the target ended, in the words the
+/// report uses: a reader sets the time beside the target's logs.
+fn recorded(meta: &Meta) -> String {
+    let span = match meta.recorded_secs() {
+        Some(s) => format!("for {s:.1} s"),
+        None => "unfinished".into(),
+    };
+    format!(
+        "recorded: {} {span}; target: {}",
+        UnixMs(meta.started_unix_ms),
+        meta.target_end_text()
+    )
+}
+
 fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", describe::heading(a))?;
+    writeln!(out, "  {}", recorded(&a.meta))?;
     writeln!(out, "  work axis: {} ({})", a.axis.name(), a.axis.per())?;
     for m in &r.metrics {
         let v = m

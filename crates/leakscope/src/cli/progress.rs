@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressStyle};
-use leakscope_rundir::Sample;
+use leakscope_rundir::{Sample, SAMPLES_FILE};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -61,7 +62,7 @@ impl Progress {
         for (source, message) in &now_failing {
             if !self.failing.contains_key(source) {
                 self.println(&format!(
-                    "warning: {source}: {message} (recording goes on; later errors are in samples.jsonl)"
+                    "warning: {source}: {message} (recording goes on; later errors are in {SAMPLES_FILE})"
                 ));
             }
         }
@@ -100,18 +101,14 @@ fn status(samples: u64, s: &Sample) -> String {
         }
     }
     if let Some(p) = &s.proc {
-        parts.push(format!("RSS {}", mib(p.rss_bytes)));
+        parts.push(format!("RSS {}", ByteSize(p.rss_bytes).display().iec()));
         parts.push(format!("{} fds", p.fds));
     }
     if let Some(h) = s.heap.as_ref().and_then(|h| h.allocated) {
-        parts.push(format!("heap {}", mib(h)));
+        parts.push(format!("heap {}", ByteSize(h).display().iec()));
     }
     if let Some(c) = &s.tasks {
         parts.push(format!("{} tasks", c.live_tasks));
     }
     parts.join(" · ")
-}
-
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

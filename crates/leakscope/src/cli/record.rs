@@ -42,7 +42,7 @@ pub async fn run(args: RecordArgs, quiet: bool) -> Result<()> {
         Stopped::TargetGone => TargetEnd::Vanished,
         _ => TargetEnd::StillRunning,
     };
-    let label = leakscope::target::describe(&end);
+    let label = end.to_string();
     writer.update_meta(|m| {
         m.target_end = Some(end);
         m.oom_kills = leakscope::limits::oom_kills_since(&m.limits);

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use leakscope::target::{self, Ready, Target};
-use leakscope_rundir::RunWriter;
+use leakscope::target::{Ready, Target};
+use leakscope_rundir::{RunFile, RunWriter};
 
 use super::args::RunArgs;
 use super::session;
-
-use leakscope_rundir::TARGET_LOG;
 
 pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     session::check(&args.rec, &args.load)?;
@@ -22,7 +20,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     let meta = session::meta(args.command.clone(), 0, &args.rec);
     let mut writer = RunWriter::create(&args.rec.out, meta)
         .with_context(|| format!("creating the run directory {}", args.rec.out.display()))?;
-    let log = writer.dir().join(TARGET_LOG);
+    let log = RunFile::TargetLog.path(writer.dir());
     if !quiet {
         eprintln!(
             "starting {} (output in {})",
@@ -64,7 +62,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
     .await;
     drop(sources);
     let end = target.stop(args.stop_timeout).await;
-    let label = target::describe(&end);
+    let label = end.to_string();
     writer.update_meta(|m| {
         m.target_end = Some(end);
         m.oom_kills = leakscope::limits::oom_kills_since(&m.limits);

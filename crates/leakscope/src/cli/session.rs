@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bytesize::ByteSize;
 use leakscope::recorder::{self, unix_ms, Settings, Sources, Stopped};
 use leakscope::sources::agent::AgentSource;
 use leakscope::sources::console::ConsoleSource;
@@ -264,10 +265,7 @@ async fn shutdown_signal() {
 
 pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
     let meta = writer.meta();
-    let secs = meta
-        .ended_unix_ms
-        .map(|e| e.saturating_sub(meta.started_unix_ms) as f64 / 1000.0)
-        .unwrap_or(0.0);
+    let secs = meta.recorded_secs().unwrap_or(0.0);
     let why = match outcome.stopped {
         Stopped::Duration => "duration reached",
         Stopped::Signal => "stopped by a signal",
@@ -326,13 +324,15 @@ pub fn usable(outcome: &Outcome, target: &str) -> Result<()> {
 pub fn print_load(l: &Summary) {
     {
         eprintln!(
-            "load: {} done, {} failed, {} aborted, {} cut at the end; {:.1} requests/s, {:.1} MiB/s",
+            "load: {} done, {} failed, {} aborted, {} cut at the end; {:.1} requests/s, {}/s",
             l.counts.done,
             l.counts.failed,
             l.counts.aborted,
             l.cut,
             l.requests_per_sec(),
-            l.counts.bytes as f64 / (1024.0 * 1024.0) / l.elapsed.as_secs_f64().max(1e-9)
+            ByteSize((l.counts.bytes as f64 / l.elapsed.as_secs_f64().max(1e-9)) as u64)
+                .display()
+                .iec()
         );
         for (reason, n) in &l.failures {
             eprintln!("  failed {n}×: {reason}");

@@ -5,21 +5,66 @@
 //! source's read now runs on a task of its own and the tick waits for it no
 //! longer than its own budget (the interval): a slow source loses its own
 //! readings, never the other sources' or the tick's pace.
+//!
+//! What any read gave a tick is a [`Reading`], with when it was taken
+//! ([`Taken`]): a sample records each section's window.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+/// When a read ran: it started at `started` and answered (or had been
+/// waited for) `took` later. What it read was true at some moment between.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub started: Instant,
+    pub took: Duration,
+}
+
+impl Taken {
+    /// A figure read at once (an atomic counter).
+    pub fn now() -> Self {
+        Taken {
+            started: Instant::now(),
+            took: Duration::ZERO,
+        }
+    }
+
+    /// A read that started at `started` and answered just now.
+    pub fn since(started: Instant) -> Self {
+        Taken {
+            started,
+            took: started.elapsed(),
+        }
+    }
+}
+
 /// What a tick got from a source.
-pub enum Reading<T> {
-    Got(T, Duration),
-    Failed(String, Duration),
-    /// Still waiting after this long; the read goes on, and the next tick
+pub enum Reading<T, E = String> {
+    Got(T, Taken),
+    Failed(E, Taken),
+    /// Still waiting after `took`; the read goes on, and the next tick
     /// starts no other until it ends.
-    Late(Duration),
+    Late(Taken),
     /// The source is not asked (absent).
     None,
+}
+
+impl<T, E> Reading<T, E> {
+    /// A read done in place, timed: for one that is local and quick
+    /// (leakscope's own copy of the console's tasks).
+    pub fn now(read: impl FnOnce() -> Result<T, E>) -> Self {
+        let started = Instant::now();
+        Self::of(read(), Taken::since(started))
+    }
+
+    pub fn of(result: Result<T, E>, taken: Taken) -> Self {
+        match result {
+            Ok(v) => Reading::Got(v, taken),
+            Err(e) => Reading::Failed(e, taken),
+        }
+    }
 }
 
 pub struct Poll<T> {
@@ -53,20 +98,20 @@ impl<T: Send + 'static> Poll<T> {
         self.task = Some(tokio::spawn(read));
     }
 
-    /// The read's answer if it comes by `deadline`.
+    /// The read's answer if it comes by `deadline`. An answer to a read
+    /// an earlier tick started keeps that start: its `Taken` says so.
     pub async fn collect(&mut self, deadline: tokio::time::Instant) -> Reading<T> {
         let Some(task) = self.task.as_mut() else {
             return Reading::None;
         };
         match tokio::time::timeout_at(deadline, task).await {
-            Err(_) => Reading::Late(self.started.elapsed()),
+            Err(_) => Reading::Late(Taken::since(self.started)),
             Ok(joined) => {
                 self.task = None;
-                let took = self.started.elapsed();
+                let taken = Taken::since(self.started);
                 match joined {
-                    Ok(Ok(v)) => Reading::Got(v, took),
-                    Ok(Err(e)) => Reading::Failed(e, took),
-                    Err(e) => Reading::Failed(format!("the read's task: {e}"), took),
+                    Ok(result) => Reading::of(result, taken),
+                    Err(e) => Reading::Failed(format!("the read's task: {e}"), taken),
                 }
             }
         }

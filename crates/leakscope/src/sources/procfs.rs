@@ -27,9 +27,12 @@ pub enum ProcSourceError {
     Other { pid: i32, message: String },
 }
 
+/// Cheap to clone (the process handle is shared), so a tick can read it on
+/// a blocking thread beside the other sources' reads.
+#[derive(Clone)]
 pub struct ProcSource {
     pid: i32,
-    process: Process,
+    process: std::sync::Arc<Process>,
     ticks_per_second: f64,
 }
 
@@ -38,7 +41,7 @@ impl ProcSource {
         let process = Process::new(pid).map_err(|e| classify(pid, e))?;
         Ok(Self {
             pid,
-            process,
+            process: std::sync::Arc::new(process),
             ticks_per_second: procfs::ticks_per_second() as f64,
         })
     }

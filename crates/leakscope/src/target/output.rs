@@ -11,6 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use leakscope_rundir::TARGET_LOG;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
@@ -54,7 +55,7 @@ impl Log {
             self.capped = true;
             let _ = writeln!(
                 self.file,
-                "[leakscope: target.log reached {MAX_LOG} bytes; the target's further output is not kept]"
+                "[leakscope: {TARGET_LOG} reached {MAX_LOG} bytes; the target's further output is not kept]"
             );
         } else {
             self.written += len;

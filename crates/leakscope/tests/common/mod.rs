@@ -57,7 +57,7 @@ pub fn target_process() {
         c.listen = "127.0.0.1:0".parse().unwrap();
         c.variant = std::env::var(TARGET_VARIANT_ENV)
             .ok()
-            .map(|v| v.parse().unwrap());
+            .map(|v| clap::ValueEnum::from_str(&v, false).unwrap());
         let server = download_server::Server::bind(c).await.unwrap();
         println!();
         println!("agent listening on {}", agent.local_addr().unwrap());
