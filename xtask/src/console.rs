@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::catalogue::{self, Scenario};
+use crate::catalogue::{self, Scenario, ScenarioExt};
 use crate::workspace::{self, Bins};
 
 #[derive(Args)]
@@ -49,9 +49,8 @@ pub fn run(args: ConsoleArgs) -> ExitCode {
 
 fn console(args: ConsoleArgs) -> Result<()> {
     let bins = workspace::build_release()?;
-    let all = catalogue::list(&bins.server)?;
     let names: Vec<String> = MIX.iter().map(|(n, _, _)| n.to_string()).collect();
-    let scenarios = catalogue::select(all, &names)?;
+    let scenarios = catalogue::select(&names)?;
     let data = workspace::target_dir().join("leakscope-profile-data");
     catalogue::generate(&data, &scenarios)?;
 
@@ -162,7 +161,7 @@ fn start_load(
 ) -> Result<Child> {
     Command::new(&bins.leakscope)
         .args(["load", "--quiet"])
-        .args(["--load", &s.load.pattern().to_string()])
+        .args(["--load", &s.load.pattern.to_string()])
         .args(["--url", &format!("http://{addr}{}", s.url_path())])
         .args(["--concurrency", &concurrency.to_string()])
         .args(["--rate", &rate.to_string()])

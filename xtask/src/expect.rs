@@ -13,7 +13,7 @@
 
 use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, MetricId, Unit, Verdict};
 
-use crate::catalogue::{Scenario, Symptom};
+use crate::catalogue::{Scenario, ScenarioExt, Symptom, Variant};
 
 /// One run's line in the verdict table.
 pub struct Outcome {
@@ -25,18 +25,9 @@ pub struct Outcome {
     pub failure: Option<String>,
 }
 
-pub fn check(scenario: &Scenario, variant: &str, a: &Analysis) -> Outcome {
-    let leaky = variant == "leaky";
-    let Some(metric) = scenario.metric() else {
-        return Outcome {
-            measured: "-".into(),
-            expected: expectation(scenario, leaky),
-            failure: Some(format!(
-                "the server names resource {:?}, which is no metric leakscope measures",
-                scenario.resource
-            )),
-        };
-    };
+pub fn check(scenario: &Scenario, variant: Variant, a: &Analysis) -> Outcome {
+    let leaky = variant == Variant::Leaky;
+    let metric = scenario.metric();
     let id = metric.as_str();
     let Some(m) = a.metric(id) else {
         return Outcome {

@@ -52,7 +52,8 @@ enum Cmd {
 const TEST_RUNS: &[(&str, &[&str])] = &[
     (
         "workspace (jemalloc, cpu, console)",
-        &["test", "--workspace"],
+        // Every failure in one run, not only the first binary's.
+        &["test", "--workspace", "--no-fail-fast"],
     ),
     (
         "leakscope-agent, dhat build",

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::catalogue::{self, Scenario};
+use crate::catalogue::{self, Scenario, ScenarioExt, Variant};
 use crate::expect;
 use crate::workspace::{self, Bins};
 
@@ -69,8 +69,8 @@ pub fn run(args: ProfileArgs) -> ExitCode {
 }
 
 struct Planned {
-    scenario: Scenario,
-    variant: &'static str,
+    scenario: &'static Scenario,
+    variant: Variant,
     dir: PathBuf,
 }
 
@@ -81,13 +81,12 @@ fn profile(args: ProfileArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let bins = workspace::build_release()?;
     let built = started.elapsed();
-    let all = catalogue::list(&bins.server)?;
     let names: Vec<String> = if args.scenarios.is_empty() && args.quick {
         QUICK.iter().map(|s| s.to_string()).collect()
     } else {
         args.scenarios.clone()
     };
-    let scenarios = catalogue::select(all, &names)?;
+    let scenarios = catalogue::select(&names)?;
     let duration = args.duration.unwrap_or(if args.quick {
         Duration::from_secs(4)
     } else {
@@ -108,16 +107,16 @@ fn profile(args: ProfileArgs) -> Result<ExitCode> {
     let runs_dir = report_dir.join("runs");
     fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
 
-    let variants: &[&'static str] = match args.variant {
-        Variants::Leaky => &["leaky"],
-        Variants::Fixed => &["fixed"],
-        Variants::Both => &["leaky", "fixed"],
+    let variants: &[Variant] = match args.variant {
+        Variants::Leaky => &[Variant::Leaky],
+        Variants::Fixed => &[Variant::Fixed],
+        Variants::Both => &[Variant::Leaky, Variant::Fixed],
     };
     let plan: Vec<Planned> = scenarios
         .iter()
         .flat_map(|s| {
-            variants.iter().map(|v| Planned {
-                scenario: s.clone(),
+            variants.iter().map(|&v| Planned {
+                scenario: s,
                 variant: v,
                 dir: runs_dir.join(format!("{}-{v}", s.name)),
             })
@@ -215,11 +214,11 @@ fn record(
         .args(["--ready-line", "listening on"])
         .args(["--agent", "http://{addr:debug listening on}"])
         .args(["--metrics", "http://{addr}/metrics"])
-        .args(["--load", &s.load.pattern().to_string()])
+        .args(["--load", &s.load.pattern.to_string()])
         .args(["--url", &format!("http://{{addr}}{}", s.url_path())])
         .args([
             "--concurrency",
-            &concurrency.unwrap_or(s.load.concurrency()).to_string(),
+            &concurrency.unwrap_or(s.load.concurrency).to_string(),
         ])
         .args(["--load-duration", &format!("{}ms", duration.as_millis())])
         .args(["--settle", &format!("{}ms", SETTLE.as_millis())])
@@ -228,7 +227,7 @@ fn record(
     if let Some(rate) = s.max_rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
-    if s.metric() == Some(leakscope_analysis::MetricId::Tasks) {
+    if s.metric() == leakscope_analysis::MetricId::Tasks {
         // Where the leaked tasks are parked, for the report. The server is
         // stopped right after, so the dump's risk (tokio's multi-thread
         // dump can wedge a runtime) costs at most the stop's grace time.
@@ -241,7 +240,7 @@ fn record(
         .arg("--root")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"])
-        .args(["--variant", p.variant]);
+        .args(["--variant", p.variant.as_str()]);
     let log_path = p.dir.with_extension("log");
     let log =
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -293,7 +292,7 @@ struct Progress {
 impl Progress {
     fn line(&mut self, dir: &Path) -> String {
         use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut f) = fs::File::open(dir.join("samples.jsonl")) else {
+        let Ok(mut f) = fs::File::open(leakscope_rundir::RunFile::Samples.path(dir)) else {
             return "starting".into();
         };
         let mut fresh = Vec::new();
@@ -372,7 +371,7 @@ fn verdict_table(done: &[&Planned]) -> usize {
     let mut failures = 0;
     for p in done {
         let outcome = match leakscope_analysis::analyze(&p.dir) {
-            Ok(a) => expect::check(&p.scenario, p.variant, &a),
+            Ok(a) => expect::check(p.scenario, p.variant, &a),
             Err(e) => expect::Outcome {
                 measured: "unreadable run".into(),
                 expected: String::new(),

@@ -326,7 +326,7 @@ fn judge(leakscope: &Path, case: &Case, dir: &Path) -> Row {
             let failure = match exit {
                 Some(0) => None,
                 Some(1) if !case.way.agent() && only_rss(&report) => {
-                    caveat = Some("RSS only: allocator retention, see the README");
+                    caveat = Some("RSS only: allocator retention, see docs/verdicts.md");
                     None
                 }
                 _ => Some(format!(
@@ -393,7 +393,7 @@ fn exact_tasks(
 
 /// Whether every breach is on RSS: without the agent, what the allocator
 /// keeps after freeing a churning cache can grow RSS through a
-/// seconds-long load the way a leak would, and the README says so. The
+/// seconds-long load the way a leak would, and docs/verdicts.md says so. The
 /// gate failing on it is conservative, not a missed leak.
 fn only_rss(report: &serde_json::Value) -> bool {
     let breaches = report["breaches"].as_array().cloned().unwrap_or_default();

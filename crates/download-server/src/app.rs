@@ -16,7 +16,7 @@ use crate::limits::{Inflight, PerIpRate};
 use crate::metrics::{self, Metrics};
 use crate::response::{path_error, plain};
 use crate::root::{RelPath, ServeRoot};
-use crate::scenarios::{self, Variant};
+use crate::scenarios::{self, Input, Scenario, Variant};
 use crate::signing::Signer;
 use crate::{files, zip_stream};
 
@@ -33,21 +33,21 @@ pub struct App {
     scenario_state: scenarios::State,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
+#[derive(Clone, Copy)]
+enum Route {
     Files,
     Zip,
-    /// `/s/{name}/…`: a leak scenario (ZIP scenarios take directories).
-    Scenario(&'a str),
+    /// `/s/{name}/…`: a leak scenario of [`scenarios::ALL`].
+    Scenario(&'static Scenario),
 }
 
-impl Route<'_> {
+impl Route {
     /// What a signature covers before the decoded path.
     fn prefix(self) -> Vec<u8> {
         match self {
             Route::Files => b"/files/".to_vec(),
             Route::Zip => b"/zip/".to_vec(),
-            Route::Scenario(name) => format!("/s/{name}/").into_bytes(),
+            Route::Scenario(s) => format!("/s/{}/", s.name).into_bytes(),
         }
     }
 
@@ -55,7 +55,7 @@ impl Route<'_> {
         match self {
             Route::Files => false,
             Route::Zip => true,
-            Route::Scenario(name) => name == "zip-in-memory",
+            Route::Scenario(s) => s.input == Input::Directory,
         }
     }
 }
@@ -112,13 +112,15 @@ impl App {
             ("zip", self.download(Route::Zip, &rest, peer, &req).await)
         } else if let Some(rest) = path.strip_prefix("/s/") {
             let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
-            let (name, file) = (name.to_owned(), file.to_owned());
-            let file = file.strip_suffix('/').unwrap_or(&file).to_owned();
-            (
-                "scenario",
-                self.download(Route::Scenario(&name), &file, peer, &req)
-                    .await,
-            )
+            let file = file.strip_suffix('/').unwrap_or(file).to_owned();
+            let response = match Scenario::named(name) {
+                Some(s) => self.download(Route::Scenario(s), &file, peer, &req).await,
+                None => plain(
+                    StatusCode::NOT_FOUND,
+                    "no such scenario (download-server --list-scenarios lists them)",
+                ),
+            };
+            ("scenario", response)
         } else {
             ("other", plain(StatusCode::NOT_FOUND, "no such route"))
         };
@@ -147,7 +149,7 @@ impl App {
 
     async fn download<B>(
         &self,
-        route: Route<'_>,
+        route: Route,
         raw: &str,
         peer: IpAddr,
         req: &Request<B>,
@@ -214,7 +216,7 @@ impl App {
                 )
                 .await
             }
-            Route::Scenario(name) => {
+            Route::Scenario(scenario) => {
                 let ctx = scenarios::Ctx {
                     root: Arc::clone(&self.root),
                     rel,
@@ -227,7 +229,7 @@ impl App {
                     zip_gauge: self.metrics.zip_streams.clone(),
                 };
                 let variant = variant.expect("checked above");
-                scenarios::handle(name, variant, ctx).await
+                (scenario.handler)(variant, ctx).await
             }
         };
         let bytes_sent = self.metrics.bytes_sent.clone();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, Stream};
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
@@ -68,7 +69,7 @@ enum Kind {
     Full(Option<Bytes>),
     Parts(PartsBody),
     Channel(mpsc::Receiver<io::Result<Bytes>>),
-    Unbounded(mpsc::UnboundedReceiver<io::Result<Bytes>>),
+    Stream(BoxStream<'static, io::Result<Bytes>>),
 }
 
 impl Body {
@@ -102,11 +103,10 @@ impl Body {
         Self::from_kind(Kind::Channel(rx))
     }
 
-    /// A body fed through an *unbounded* channel. Only the leaky variant of
-    /// the `unbounded-channel` scenario uses it: nothing slows the producer
-    /// down to the client's pace.
-    pub fn unbounded_channel(rx: mpsc::UnboundedReceiver<io::Result<Bytes>>) -> Self {
-        Self::from_kind(Kind::Unbounded(rx))
+    /// A body fed by any stream of chunks: for sources the server itself
+    /// does not have, such as the leak scenarios' own channels.
+    pub fn stream(chunks: impl Stream<Item = io::Result<Bytes>> + Send + 'static) -> Self {
+        Self::from_kind(Kind::Stream(Box::pin(chunks)))
     }
 
     /// Ties `value`'s life to the body's: it is dropped when the response
@@ -146,7 +146,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => bytes.take().map(Ok),
             Kind::Parts(parts) => ready!(parts.poll_next(cx)),
             Kind::Channel(rx) => ready!(rx.poll_recv(cx)),
-            Kind::Unbounded(rx) => ready!(rx.poll_recv(cx)),
+            Kind::Stream(chunks) => ready!(chunks.as_mut().poll_next(cx)),
         };
         if let (Some(Ok(data)), Some(counter)) = (&next, &this.bytes_sent) {
             counter.inc_by(data.len() as u64);
@@ -159,7 +159,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Parts(parts) => parts.remaining == 0,
-            Kind::Channel(_) | Kind::Unbounded(_) => false,
+            Kind::Channel(_) | Kind::Stream(_) => false,
         }
     }
 
@@ -168,7 +168,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Parts(parts) => SizeHint::with_exact(parts.remaining),
-            Kind::Channel(_) | Kind::Unbounded(_) => SizeHint::default(),
+            Kind::Channel(_) | Kind::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! leakscope's reference download server.
 //!
-//! A file server written the way a download service should be (seeds 000,
-//! 003, 004): files stream from disk with bounded memory, Range and
-//! conditional requests follow RFC 9110, directories stream as ZIP archives,
-//! nothing outside the root is ever served, and every resource a request takes
-//! (fd, buffers, slot, thread) is released when its response ends, however it
-//! ends. See ARCHITECTURE.md for the module map.
+//! A file server written the way a download service should be (as the
+//! slow-endpoint, million-downloads and streaming-ZIP articles describe it):
+//! files stream from disk with bounded memory, Range and conditional requests
+//! follow RFC 9110, directories stream as ZIP archives, nothing outside the
+//! root is ever served, and every resource a request takes (fd, buffers,
+//! slot, thread) is released when its response ends, however it ends. See
+//! ARCHITECTURE.md for the module map.
 
 pub mod app;
 pub mod body;

@@ -1,5 +1,6 @@
 //! Admission control: a global in-flight cap (503) and a per-IP token bucket
-//! (429), the two limits seed 003 puts in front of a download endpoint.
+//! (429), the two limits the
+//! million-downloads article puts in front of a download endpoint.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

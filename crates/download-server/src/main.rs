@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use download_server::scenarios::Variant;
 use download_server::signing::Signer;
 use download_server::{Config, Server};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -101,15 +102,15 @@ struct ServeArgs {
     debug: DebugArgs,
     /// Which handler the leak-scenario routes `/s/{scenario}/…` run. One per
     /// process, so measurements never mix; without it those routes are 404.
-    #[arg(long, value_parser = ["leaky", "fixed"])]
-    variant: Option<String>,
+    #[arg(long, value_enum)]
+    variant: Option<Variant>,
     /// Print the leak scenarios as JSON (name, route, resource, description,
     /// source, file size, load pattern) and exit.
     #[arg(long)]
     list_scenarios: bool,
 }
 
-/// leakscope-agent's endpoints (see the README's "Debug endpoints").
+/// leakscope-agent's endpoints (docs/agent.md, "Endpoints").
 #[derive(Args)]
 struct DebugArgs {
     /// Serve /debug/ endpoints (heap stats and profiles, CPU profiles,
@@ -125,7 +126,7 @@ struct DebugArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
     console: Option<SocketAddr>,
     /// Where a dhat build writes its heap profile on shutdown.
-    #[arg(long, value_name = "PATH", default_value = "dhat-heap.json")]
+    #[arg(long, value_name = "PATH", default_value = leakscope_agent::DHAT_FILE)]
     dhat_file: PathBuf,
 }
 
@@ -231,12 +232,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     config.stall_timeout = args.stall_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
     config.secret = args.secret.load()?;
-    config.variant = args
-        .variant
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    config.variant = args.variant;
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
@@ -301,7 +297,7 @@ fn main() -> Result<()> {
             sign(&args)
         }
         None if cli.serve.list_scenarios => {
-            let mut json = serde_json::to_string_pretty(download_server::scenarios::ALL)?;
+            let mut json = serde_json::to_string_pretty(&download_server::scenarios::listing())?;
             json.push('\n');
             match std::io::stdout().lock().write_all(json.as_bytes()) {
                 // `| head` closing the pipe is not an error worth a trace.

@@ -25,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 /// Why a URL path or an open was refused; each maps to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +155,7 @@ impl ServeRoot {
         };
         // Probe once: ENOSYS (old kernel) or EPERM (seccomp) select the fallback.
         if let Err(e) = root.open_raw(Path::new("."), OFlags::DIRECTORY) {
-            if matches!(
-                e.raw_os_error(),
-                Some(libc_errno::ENOSYS | libc_errno::EPERM)
-            ) {
+            if matches!(Errno::from_io_error(&e), Some(Errno::NOSYS | Errno::PERM)) {
                 tracing::warn!("openat2 unavailable ({e}); using the /proc/self/fd check");
                 root.use_openat2 = false;
             }
@@ -225,7 +223,7 @@ impl ServeRoot {
         let fd = rustix::fs::openat(self.dir.as_fd(), rel, flags, Mode::empty())?;
         // Check what was opened, not what the path said before opening.
         if !self.contains(&fd_path(&fd)?) {
-            return Err(io::Error::from_raw_os_error(libc_errno::EXDEV));
+            return Err(io::Error::from(Errno::XDEV));
         }
         Ok(fd)
     }
@@ -237,29 +235,16 @@ fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
 }
 
 fn map_open_error(e: io::Error) -> PathError {
-    match e.raw_os_error() {
-        Some(libc_errno::ENOENT) => PathError::NotFound,
-        Some(libc_errno::ENOTDIR) => PathError::NotDirectory,
+    match Errno::from_io_error(&e) {
+        Some(Errno::NOENT) => PathError::NotFound,
+        Some(Errno::NOTDIR) => PathError::NotDirectory,
         // EXDEV: RESOLVE_BENEATH refused to leave the root; ELOOP: a symlink
         // loop or a magic link.
-        Some(libc_errno::EXDEV | libc_errno::ELOOP) => PathError::Escapes,
-        Some(libc_errno::EACCES | libc_errno::EPERM) => PathError::PermissionDenied,
-        Some(libc_errno::ENAMETOOLONG) => PathError::NotFound,
+        Some(Errno::XDEV | Errno::LOOP) => PathError::Escapes,
+        Some(Errno::ACCESS | Errno::PERM) => PathError::PermissionDenied,
+        Some(Errno::NAMETOOLONG) => PathError::NotFound,
         _ => PathError::Io(e),
     }
-}
-
-/// The few errno values we branch on (Linux numbering), to avoid a libc
-/// dependency for constants alone.
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EACCES: i32 = 13;
-    pub const EXDEV: i32 = 18;
-    pub const ENOTDIR: i32 = 20;
-    pub const ENAMETOOLONG: i32 = 36;
-    pub const ENOSYS: i32 = 38;
-    pub const ELOOP: i32 = 40;
 }
 
 #[cfg(test)]

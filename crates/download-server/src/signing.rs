@@ -1,4 +1,5 @@
-//! Signed, time-limited download URLs (seed 000 §5, seed 003's token auth).
+//! Signed, time-limited download URLs (the slow-endpoint
+//! article's signed links, the million-downloads article's token auth).
 //!
 //! A URL carries `expires=UNIX_SECONDS&sig=HEX`, where `sig` is
 //! HMAC-SHA256(secret, "{decoded path}\n{expires}" then "\n{key}={value}"

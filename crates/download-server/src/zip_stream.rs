@@ -1,16 +1,18 @@
-//! `GET /zip/{dir}`: a directory streamed as a ZIP archive (seed 004).
+//! `GET /zip/{dir}`: a directory streamed as a ZIP archive (the streaming-ZIP
+//! article).
 //!
 //! The `zip` crate's writer is synchronous, so it runs on a blocking thread
 //! and writes into a [`ChannelWriter`] that hands [`CHUNK`]-sized pieces to
 //! the response body through a bounded channel: the pipe-based pipeline of
-//! seed 004. Memory per archive is one chunk being filled, [`DEPTH`] chunks
-//! queued and what hyper holds, whatever the directory's size; the only state
-//! that grows is the central directory (a few dozen bytes per entry), which
-//! the ZIP format requires at the end.
+//! the streaming-ZIP article. Memory per archive is one chunk being filled,
+//! [`DEPTH`] chunks queued and what hyper holds, whatever the directory's
+//! size; the only state that grows is the central directory (a few dozen
+//! bytes per entry), which the ZIP format requires at the end.
 //!
-//! When the client goes away the receiver is dropped, the next `blocking_send`
-//! fails, the writer returns `BrokenPipe`, and the thread, its open file and
-//! its concurrency slot are released: nothing outlives the response.
+//! When the client goes away the receiver is dropped, the next
+//! `blocking_send` fails, the writer returns `BrokenPipe`, and the thread,
+//! its open file and its concurrency slot are released: nothing outlives the
+//! response.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +41,7 @@ pub enum Compression {
 
 impl Compression {
     /// Stored is the default: downloads are usually already-compressed media,
-    /// and deflate costs CPU per byte (seed 004 §compression level vs CPU).
+    /// and deflate costs CPU per byte (the streaming-ZIP article weighs the two).
     pub fn from_query(query: Option<&str>) -> Result<Self, String> {
         let mut method = None;
         let mut level = None;
@@ -69,7 +71,7 @@ impl Compression {
 }
 
 /// Answers `GET`/`HEAD /zip/{dir}`. At most `slots` archives stream at once
-/// (seed 004's bounded concurrency): each holds a blocking-pool thread.
+/// (the streaming-ZIP article's bounded concurrency): each holds a blocking-pool thread.
 pub async fn serve(
     root: Arc<ServeRoot>,
     rel: RelPath,
@@ -122,25 +124,13 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         active.inc();
-        let _active = scopeguard(|| {
+        // Runs on unwind too: a panicking writer does not leave the gauge up.
+        scopeguard::defer! {
             active.dec();
-        });
+        }
         write_archive(root, dir, compression, tx);
     });
     builder.body(Body::channel(rx)).expect("headers are valid")
-}
-
-/// Runs `f` when dropped, including on unwind.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// Streams `dir` (beneath `root`) into `tx`. Blocking: run on its own thread.

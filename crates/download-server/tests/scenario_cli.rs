@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{get, Fixture, Running};
-use download_server::scenarios::{Variant, ALL};
+use download_server::scenarios::{Input, Variant, ALL};
 
 #[test]
 fn list_scenarios_is_json_naming_every_scenario() {
@@ -22,15 +22,7 @@ fn list_scenarios_is_json_naming_every_scenario() {
         assert_eq!(entry["name"], scenario.name);
         assert_eq!(
             entry["route"].as_str().unwrap(),
-            format!(
-                "/s/{}/{}",
-                scenario.name,
-                if scenario.name == "zip-in-memory" {
-                    "{dir}"
-                } else {
-                    "{file}"
-                }
-            )
+            format!("/s/{}/{}", scenario.name, scenario.input.placeholder())
         );
         for key in [
             "resource",
@@ -87,7 +79,7 @@ async fn scenario_routes_need_a_variant_and_a_known_name() {
     // Every scenario serves the file (or the directory's archive) whole, and
     // refuses traversal like the main routes.
     for scenario in ALL {
-        let target = if scenario.name == "zip-in-memory" {
+        let target = if scenario.input == Input::Directory {
             "sub"
         } else {
             "hello.txt"

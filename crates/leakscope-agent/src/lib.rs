@@ -2,7 +2,7 @@
 //!
 //! A few lines in `main` give any tokio service debug endpoints: jemalloc
 //! heap statistics and sampled heap profiles, CPU profiles, tokio runtime
-//! metrics and a tokio-console endpoint (seed 002 §2.5 shows the Go
+//! metrics and a tokio-console endpoint (the cloud-drive article shows the Go
 //! original). The leakscope sidecar reads them; so can `go tool pprof`,
 //! `curl` and tokio-console.
 //!
@@ -28,6 +28,14 @@
 //!   heap profiles reveal a process's code paths and sizes.
 
 mod allocator;
+/// Where dhat mode writes its file by default: the name a leakscope run
+/// directory gives it, so a file written there is where the analysis looks.
+pub const DHAT_FILE: &str = leakscope_rundir::DHAT_FILE;
+/// The README's "agent in your service" lines, compiled as a doctest so the
+/// first thing a user copies cannot drift from this API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeAgentLines;
 pub mod console;
 #[cfg(feature = "cpu")]
 mod cpu;
@@ -137,7 +145,9 @@ impl Default for AgentBuilder {
         Self {
             listen: Some(DEFAULT_ADDR),
             allow_remote: false,
-            dhat_file: PathBuf::from("dhat-heap.json"),
+            // The name the run directory gives dhat's file: written into
+            // a run directory, it is where the analysis reads it.
+            dhat_file: PathBuf::from(DHAT_FILE),
             heap_sample_lg: None,
             runtime: None,
             task_dumps: None,

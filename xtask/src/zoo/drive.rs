@@ -23,7 +23,7 @@ const TAIL_SAMPLES: usize = 20;
 const SETTLE: &str = "2s";
 /// console-subscriber's retention in the zoo: it holds ~51 KB per finished
 /// task until then, so it must end well inside the idle tail for memory to
-/// be judged (the README's advice to users with the console on).
+/// be judged (docs/verdicts.md's advice to users with the console on).
 const CONSOLE_RETENTION: &str = "500ms";
 /// RLIMIT_NOFILE of the zoo in the `nofile` way: well below the requests
 /// each way sends, so every fd mode reaches it.

@@ -3,11 +3,12 @@
 //! **Bug (leaky):** the copy loop allocates a new 64 KiB `Vec` per chunk and
 //! hands it to the body, so a 4 MiB download allocates 4 MiB, however few
 //! bytes are live at once. Nothing is retained: this is the allocation-rate
-//! (GC-pressure) pattern the sources fix with `sync.Pool`. **Source:** seed
-//! 000 §4.4, seed 001 §4.1, seed 004 §3.1. **Leaks:** allocation rate, not
-//! retained heap. **Fix:** the server's `/files/` path reuses a ring of three
-//! 32 KiB buffers per download (`Bytes::try_reclaim`), so bytes allocated per
-//! download stay constant whatever the file size.
+//! (GC-pressure) pattern the sources fix with `sync.Pool`. **Source:** the
+//! slow-endpoint article, the Gin-outage article, the streaming-ZIP article.
+//! **Leaks:** allocation rate, not retained heap. **Fix:** the server's
+//! `/files/` path reuses a ring of three 32 KiB buffers per download
+//! (`Bytes::try_reclaim`), so bytes allocated per download stay constant
+//! whatever the file size.
 
 use std::io::Read;
 
@@ -15,20 +16,31 @@ use bytes::Bytes;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, real_files_route, Ctx, Load, Scenario, Symptom, Variant};
+use super::{
+    ok, open, real_files_route, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom,
+    Variant,
+};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "buffer-churn",
-    route: "/s/buffer-churn/{file}",
-    resource: "allocation-rate",
+    input: Input::File,
+    resource: Resource::AllocationRate,
     symptom: Symptom::AllocatedPerRequest,
     description: "allocates a fresh 64 KiB buffer per chunk; fixed reuses a small pool of buffers",
-    source: "seed 000 §4.4, seed 001 §4.1, seed 004 §3.1",
+    source: &[
+        Article::SlowEndpoint,
+        Article::GinOutage,
+        Article::StreamingZip,
+    ],
     file_size: 4 << 20,
     files: 1,
-    load: Load::Full { concurrency: 8 },
+    load: Load {
+        concurrency: 8,
+        pattern: Pattern::Full,
+    },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 const CHUNK: usize = 64 * 1024;

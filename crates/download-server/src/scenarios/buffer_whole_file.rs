@@ -4,34 +4,40 @@
 //! Rust twin of Gin's `c.Data(200, ct, ioutil.ReadAll(f))`. Nothing is
 //! retained after the response, but every download in flight holds its whole
 //! file, so heap grows with concurrency × file size, and slow clients make it
-//! last. **Source:** seed 000 §2.3 (buffering vs streaming), seed 003 §2.3.
-//! **Leaks:** heap, while downloads are in flight. **Fix:** stream the file in
-//! bounded, reused chunks: the server's own `/files/` path (≤ 64 KiB per
-//! download).
+//! last. **Source:** the slow-endpoint article (buffering vs streaming), the
+//! million-downloads article. **Leaks:** heap, while downloads are in flight.
+//! **Fix:** stream the file in bounded, reused chunks: the server's own
+//! `/files/` path (≤ 64 KiB per download).
 
 use std::io::Read;
 
 use http::Response;
 
-use super::{ok, open, real_files_route, Ctx, Load, Scenario, Symptom, Variant};
+use super::{
+    ok, open, real_files_route, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom,
+    Variant,
+};
 use crate::body::Body;
 use crate::response::internal_error;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "buffer-whole-file",
-    route: "/s/buffer-whole-file/{file}",
-    resource: "heap",
+    input: Input::File,
+    resource: Resource::Heap,
     symptom: Symptom::PerInFlight,
     description:
         "reads the whole file into memory per request; fixed streams it in bounded, reused chunks",
-    source: "seed 000 §2.3, seed 003 §2.3",
+    source: &[Article::SlowEndpoint, Article::MillionDownloads],
     file_size: 32 << 20,
     files: 1,
-    load: Load::Slow {
+    load: Load {
         concurrency: 8,
-        kib_per_sec: 512,
+        pattern: Pattern::Slow {
+            bytes_per_sec: 512 * 1024,
+        },
     },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {

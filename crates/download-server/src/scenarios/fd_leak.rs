@@ -6,10 +6,11 @@
 //! The loop's `?` on a failed send (the client went away) returns before the
 //! `close`, so every aborted download leaks one descriptor: Go's "defer
 //! f.Close() forgotten on the early return", in Rust clothing. **Source:**
-//! seed 000 §4.2, seed 001 §3.3, seed 002 §4.1, seed 004 §2.4. **Leaks:** fds,
-//! one per aborted download (the path is the served file). **Fix:** keep the
-//! descriptor owned (`OwnedFd` / `File`) for the reader's whole life, so it is
-//! closed on every path.
+//! the slow-endpoint article, the Gin-outage article, the cloud-drive
+//! article, the streaming-ZIP article. **Leaks:** fds, one per aborted
+//! download (the path is the served file). **Fix:** keep the descriptor owned
+//! (`OwnedFd` / `File`) for the reader's whole life, so it is closed on every
+//! path.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
@@ -17,23 +18,26 @@ use bytes::{Bytes, BytesMut};
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
+use super::{ok, open, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "fd-leak",
-    route: "/s/fd-leak/{file}",
-    resource: "fds",
+    input: Input::File,
+    resource: Resource::Fds,
     symptom: Symptom::PerRequest,
     description: "a raw fd is closed by hand after the copy loop, which an aborted download skips; fixed keeps it owned",
-    source: "seed 000 §4.2, seed 001 §3.3, seed 002 §4.1, seed 004 §2.4",
+    source: &[Article::SlowEndpoint, Article::GinOutage, Article::CloudDrive, Article::StreamingZip],
     file_size: 8 << 20,
     files: 1,
-    load: Load::Abort {
+    load: Load {
         concurrency: 8,
-        after_bytes: 64 * 1024,
+        pattern: Pattern::Abort {
+            after_bytes: 64 * 1024,
+        },
     },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 const CHUNK: usize = 32 * 1024;

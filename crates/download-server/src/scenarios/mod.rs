@@ -5,7 +5,8 @@
 //!
 //! One variant per process (`--variant`), so measurements never mix. Routes
 //! are `/s/{scenario}/{path}`; `--list-scenarios` prints [`ALL`] as JSON for
-//! tools, including the load each scenario needs to show its leak.
+//! tools, including the load each scenario needs to show its leak. xtask
+//! reads the same table, so a scenario is said once.
 
 mod buffer_churn;
 mod buffer_whole_file;
@@ -18,51 +19,126 @@ mod zip_in_memory;
 use std::fs::File;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Response, StatusCode};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Method, Response};
+pub use leakscope_load::Pattern;
 use serde::Serialize;
 
 use crate::body::Body;
-use crate::response::{internal_error, path_error, plain};
+use crate::response::{internal_error, path_error};
 use crate::root::{RelPath, ServeRoot};
 
 /// Which handler every scenario route runs in this process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     Leaky,
     Fixed,
 }
 
-impl std::str::FromStr for Variant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "leaky" => Ok(Variant::Leaky),
-            "fixed" => Ok(Variant::Fixed),
-            other => Err(format!("variant {other:?} is not leaky or fixed")),
+impl Variant {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Variant::Leaky => "leaky",
+            Variant::Fixed => "fixed",
         }
     }
 }
 
 impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Variant::Leaky => "leaky",
-            Variant::Fixed => "fixed",
-        })
+        f.pad(self.as_str())
     }
 }
 
-/// The load that makes a scenario's leak visible, for the load driver.
+/// What a scenario's route takes after `/s/{name}/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    /// A regular file beneath the root.
+    File,
+    /// A directory beneath the root (the root itself included).
+    Directory,
+}
+
+impl Input {
+    /// The route template's placeholder.
+    pub const fn placeholder(self) -> &'static str {
+        match self {
+            Input::File => "{file}",
+            Input::Directory => "{dir}",
+        }
+    }
+}
+
+/// What leaks, in the words a tool maps onto its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resource {
+    Heap,
+    Fds,
+    Tasks,
+    /// Bytes allocated per request: churn, not retention.
+    AllocationRate,
+}
+
+impl Resource {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Resource::Heap => "heap",
+            Resource::Fds => "fds",
+            Resource::Tasks => "tasks",
+            Resource::AllocationRate => "allocation-rate",
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The source articles (Go/Gin download services that leak), by subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Article {
+    SlowEndpoint,
+    GinOutage,
+    CloudDrive,
+    MillionDownloads,
+    StreamingZip,
+}
+
+impl Article {
+    pub const fn subject(self) -> &'static str {
+        match self {
+            Article::SlowEndpoint => "a download endpoint that slows the whole system",
+            Article::GinOutage => "a Gin service that falls over in production",
+            Article::CloudDrive => "a Go cloud-drive service leaking memory",
+            Article::MillionDownloads => "a million-download file service",
+            Article::StreamingZip => "streaming ZIP downloads",
+        }
+    }
+}
+
+impl Serialize for Article {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.subject())
+    }
+}
+
+/// The load that makes a scenario's leak visible, in the load driver's own
+/// vocabulary so the two cannot drift apart.
 #[derive(Debug, Clone, Copy, Serialize)]
-#[serde(tag = "pattern", rename_all = "kebab-case")]
-pub enum Load {
-    /// Whole downloads at the given concurrency.
-    Full { concurrency: u32 },
-    /// Downloads the client abandons after `after_bytes`.
-    Abort { concurrency: u32, after_bytes: u64 },
-    /// Downloads read at `kib_per_sec` per connection.
-    Slow { concurrency: u32, kib_per_sec: u32 },
+pub struct Load {
+    pub concurrency: u32,
+    /// The driver's one-word spelling (`abort:64KiB`, `slow:512KiB/s`).
+    #[serde(serialize_with = "display")]
+    pub pattern: Pattern,
+}
+
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// How the leaky variant's cost shows, so a tool knows which measurement
@@ -82,18 +158,21 @@ pub enum Symptom {
     AllocatedPerRequest,
 }
 
-/// One scenario, as `--list-scenarios` prints it.
+/// A scenario's handler: the process's variant and the request.
+pub type Handler = for<'a> fn(Variant, Ctx<'a>) -> BoxFuture<'a, Response<Body>>;
+
+/// One scenario: its route, what it leaks, the load that shows it, and the
+/// handler that serves it. [`ALL`] is the one table routing, the catalogue
+/// (`--list-scenarios`) and xtask read.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     pub name: &'static str,
-    /// Route template; `{file}` is a file, `{dir}` a directory under the root.
-    pub route: &'static str,
-    /// What leaks: "heap", "fds", "tasks", "allocation-rate".
-    pub resource: &'static str,
+    pub input: Input,
+    pub resource: Resource,
     pub symptom: Symptom,
     pub description: &'static str,
-    /// Where the pattern comes from (seed file and section).
-    pub source: &'static str,
+    /// The articles whose pattern this is.
+    pub source: &'static [Article],
     /// Size of each test file the load should use, in bytes. Files that
     /// show an in-flight cost must be larger than what loopback's socket
     /// buffers absorb (tcp_wmem's 4 MiB maximum plus the reader's receive
@@ -109,8 +188,41 @@ pub struct Scenario {
     /// before it drops events); the agent's task hooks count any rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<u32>,
+    #[serde(skip)]
+    pub handler: Handler,
 }
 
+impl Scenario {
+    /// The route template, `/s/{name}/{file}` or `/s/{name}/{dir}`.
+    pub fn route(&self) -> String {
+        format!("/s/{}/{}", self.name, self.input.placeholder())
+    }
+
+    /// The scenario named `name`, if any.
+    pub fn named(name: &str) -> Option<&'static Scenario> {
+        ALL.iter().find(|s| s.name == name)
+    }
+}
+
+/// A scenario as `--list-scenarios` prints it: the table's row and its route.
+#[derive(Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    scenario: &'static Scenario,
+    route: String,
+}
+
+/// Every scenario, as `--list-scenarios` prints them.
+pub fn listing() -> Vec<Listed> {
+    ALL.iter()
+        .map(|scenario| Listed {
+            scenario,
+            route: scenario.route(),
+        })
+        .collect()
+}
+
+/// The scenarios. Adding one is a module with its `SCENARIO` and a row here.
 pub const ALL: &[Scenario] = &[
     buffer_whole_file::SCENARIO,
     fd_leak::SCENARIO,
@@ -139,23 +251,6 @@ pub struct Ctx<'a> {
     pub cache_control: http::HeaderValue,
     pub zip_slots: Arc<tokio::sync::Semaphore>,
     pub zip_gauge: prometheus_client::metrics::gauge::Gauge,
-}
-
-/// Dispatches `/s/{name}/…` to the scenario's handler for `variant`.
-pub async fn handle(name: &str, variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
-    match name {
-        "buffer-whole-file" => buffer_whole_file::handle(variant, ctx).await,
-        "fd-leak" => fd_leak::handle(variant, ctx).await,
-        "task-leak-on-disconnect" => task_leak::handle(variant, ctx).await,
-        "unbounded-session-map" => session_map::handle(variant, ctx).await,
-        "unbounded-channel" => unbounded_channel::handle(variant, ctx).await,
-        "zip-in-memory" => zip_in_memory::handle(variant, ctx).await,
-        "buffer-churn" => buffer_churn::handle(variant, ctx).await,
-        _ => plain(
-            StatusCode::NOT_FOUND,
-            "no such scenario (download-server --list-scenarios lists them)",
-        ),
-    }
 }
 
 /// Opens a regular file beneath the root on the blocking pool.

@@ -1,12 +1,13 @@
 //! `unbounded-session-map`: per-download metadata in a map nobody evicts.
 //!
-//! **Bug (leaky):** each download registers a session (id, path, client,
-//! user agent, a resume-offset table) in a server-wide `HashMap` so that a
-//! later request could resume it. Entries are never removed: the heap grows
-//! by one session per request, forever. **Source:** seed 002 §2.2 and §4.3
-//! (global maps and caches without expiry), seed 003 §3.2. **Leaks:** heap,
-//! ~1 KiB per request. **Fix:** a bounded cache with a time-to-live (moka):
-//! at most 4,096 sessions, each for at most 5 minutes, so the heap plateaus.
+//! **Bug (leaky):** each download registers a session (id, path, client, user
+//! agent, a resume-offset table) in a server-wide `HashMap` so that a later
+//! request could resume it. Entries are never removed: the heap grows by one
+//! session per request, forever. **Source:** the cloud-drive article (global
+//! maps and caches without expiry), the million-downloads article. **Leaks:**
+//! heap, ~1 KiB per request. **Fix:** a bounded cache with a time-to-live
+//! (moka): at most 4,096 sessions, each for at most 5 minutes, so the heap
+//! plateaus.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,20 +16,24 @@ use std::time::{Duration, Instant};
 
 use http::Response;
 
-use super::{Ctx, Load, Scenario, Symptom, Variant};
+use super::{Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "unbounded-session-map",
-    route: "/s/unbounded-session-map/{file}",
-    resource: "heap",
+    input: Input::File,
+    resource: Resource::Heap,
     symptom: Symptom::PerRequest,
     description: "registers every download's session in a map that is never evicted; fixed uses a bounded TTL cache",
-    source: "seed 002 §2.2 and §4.3, seed 003 §3.2",
+    source: &[Article::CloudDrive, Article::MillionDownloads],
     file_size: 4 * 1024,
     files: 1,
-    load: Load::Full { concurrency: 16 },
+    load: Load {
+        concurrency: 16,
+        pattern: Pattern::Full,
+    },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 /// Most sessions the fixed variant keeps.

@@ -5,10 +5,10 @@
 //! download finished. A client that disconnects ends the copy loop early, the
 //! flag is never set, and the reporter (with its progress record) runs for
 //! the life of the process: the goroutine leak of the sources. **Source:**
-//! seed 000 §2.5, seed 001 §2.4 / §4.2, seed 002 §3.2. **Leaks:** tasks (and
-//! their heap), one per aborted download; the spawn site is this file.
-//! **Fix:** the reporter's `JoinHandle` is aborted when the response body is
-//! dropped, however the download ends.
+//! the slow-endpoint article, the Gin-outage article, the cloud-drive
+//! article. **Leaks:** tasks (and their heap), one per aborted download; the
+//! spawn site is this file. **Fix:** the reporter's `JoinHandle` is aborted
+//! when the response body is dropped, however the download ends.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,23 +19,26 @@ use bytes::BytesMut;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
+use super::{ok, open, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "task-leak-on-disconnect",
-    route: "/s/task-leak-on-disconnect/{file}",
-    resource: "tasks",
+    input: Input::File,
+    resource: Resource::Tasks,
     symptom: Symptom::PerRequest,
     description: "a progress task stops only when the download completes, so aborted downloads leave it running; fixed aborts it with the response",
-    source: "seed 000 §2.5, seed 001 §2.4 and §4.2, seed 002 §3.2",
+    source: &[Article::SlowEndpoint, Article::GinOutage, Article::CloudDrive],
     file_size: 8 << 20,
     files: 1,
-    load: Load::Abort {
+    load: Load {
         concurrency: 8,
-        after_bytes: 64 * 1024,
+        pattern: Pattern::Abort {
+            after_bytes: 64 * 1024,
+        },
     },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 const CHUNK: usize = 32 * 1024;

@@ -3,8 +3,8 @@
 //! **Bug (leaky):** a reader task pushes the file's chunks into an
 //! *unbounded* channel as fast as the disk allows, and ignores send errors.
 //! A slow client leaves the whole file queued in memory; the reader never
-//! slows down. **Source:** seed 004 §3.2 (chunked writes so data does not pile
-//! up), seed 001 §2.2. **Leaks:** heap, up to the file size per slow client
+//! slows down. **Source:** the streaming-ZIP article (chunked writes so data does not pile
+//! up), the Gin-outage article. **Leaks:** heap, up to the file size per slow client
 //! while it downloads. **Fix:** a bounded channel (two chunks) gives
 //! backpressure, and the reader stops as soon as a send fails.
 
@@ -14,23 +14,26 @@ use bytes::BytesMut;
 use http::Response;
 use tokio::sync::mpsc;
 
-use super::{ok, open, Ctx, Load, Scenario, Symptom, Variant};
+use super::{ok, open, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom, Variant};
 use crate::body::Body;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "unbounded-channel",
-    route: "/s/unbounded-channel/{file}",
-    resource: "heap",
+    input: Input::File,
+    resource: Resource::Heap,
     symptom: Symptom::PerInFlight,
     description: "a reader fills an unbounded channel faster than a slow client drains it; fixed uses a bounded channel and stops on disconnect",
-    source: "seed 004 §3.2, seed 001 §2.2",
+    source: &[Article::StreamingZip, Article::GinOutage],
     file_size: 32 << 20,
     files: 1,
-    load: Load::Slow {
+    load: Load {
         concurrency: 8,
-        kib_per_sec: 256,
+        pattern: Pattern::Slow {
+            bytes_per_sec: 256 * 1024,
+        },
     },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 const CHUNK: usize = 32 * 1024;
@@ -54,13 +57,15 @@ pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
     };
     match variant {
         Variant::Leaky => {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, mut rx) = mpsc::unbounded_channel();
             tokio::task::spawn_blocking(move || {
                 while let Some(item) = read_chunk(&mut file) {
                     let _ = tx.send(item); // the bug: never waits, never stops
                 }
             });
-            ok(Some(len), Body::unbounded_channel(rx))
+            // Nothing slows the producer down to the client's pace.
+            let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            ok(Some(len), Body::stream(chunks))
         }
         Variant::Fixed => {
             let (tx, rx) = mpsc::channel(2);

@@ -3,31 +3,34 @@
 //! **Bug (leaky):** the handler writes the ZIP into a `Cursor<Vec<u8>>` and
 //! responds with the finished buffer, so every archive download holds the
 //! whole archive (plus the `Vec`'s doubling slack) until the client has it.
-//! **Source:** seed 004 §2.1 and §2.3. **Leaks:** heap ∝ archive size ×
+//! **Source:** the streaming-ZIP article. **Leaks:** heap ∝ archive size ×
 //! concurrent downloads. **Fix:** the server's streaming ZIP (`/zip/`): the
 //! writer runs on a blocking thread and feeds a two-chunk channel.
 
 use http::{Response, StatusCode};
 
-use super::{ok, Ctx, Load, Scenario, Symptom, Variant};
+use super::{ok, Article, Ctx, Input, Load, Pattern, Resource, Scenario, Symptom, Variant};
 use crate::body::Body;
 use crate::response::{internal_error, path_error, plain};
 use crate::zip_stream::{self, Compression};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "zip-in-memory",
-    route: "/s/zip-in-memory/{dir}",
-    resource: "heap",
+    input: Input::Directory,
+    resource: Resource::Heap,
     symptom: Symptom::PerInFlight,
     description: "builds the whole ZIP archive in memory before sending; fixed streams it",
-    source: "seed 004 §2.1 and §2.3",
+    source: &[Article::StreamingZip],
     file_size: 8 << 20,
     files: 4,
-    load: Load::Slow {
+    load: Load {
         concurrency: 8,
-        kib_per_sec: 512,
+        pattern: Pattern::Slow {
+            bytes_per_sec: 512 * 1024,
+        },
     },
     max_rate: None,
+    handler: |variant, ctx| Box::pin(handle(variant, ctx)),
 };
 
 pub async fn handle(variant: Variant, ctx: Ctx<'_>) -> Response<Body> {
