@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
-use tracing_subscriber::prelude::*;
+use tracing_subscriber::{filter::LevelFilter, prelude::*};
 
 fn main() -> anyhow::Result<()> {
     // agent: `#[tokio::main]`'s runtime, plus hooks that count live tasks by spawn site
@@ -28,7 +28,8 @@ async fn serve() -> anyhow::Result<()> {
     let console = leakscope_agent::console::layer_from_env()?; // agent
     tracing_subscriber::registry()
         .with(console) // agent
-        .with(tracing_subscriber::fmt::layer())
+        // The console turns on tokio's own trace events; logs stay at INFO.
+        .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::INFO))
         .init();
     let agent = leakscope_agent::AgentBuilder::from_env()?.start()?; // agent
     tracing::info!(debug = ?agent.local_addr(), "agent up"); // agent
