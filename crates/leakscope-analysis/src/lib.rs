@@ -8,6 +8,7 @@
 //! the run can carry a gate at all ([`gate`]). No network, no clock, no
 //! rendering.
 
+mod activity;
 pub mod attribution;
 pub mod ceiling;
 pub mod describe;
