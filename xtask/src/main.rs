@@ -11,6 +11,7 @@ mod catalogue;
 mod console;
 mod expect;
 mod profile;
+mod versus;
 mod workspace;
 mod zoo;
 
@@ -31,12 +32,11 @@ enum Cmd {
     /// --workspace` cannot cover, an end-to-end `profile --quick` and the
     /// leak zoo
     Test,
-    /// The criterion benchmarks (ratios measured side by side in one run);
-    /// arguments after `--` go to `cargo bench`
-    Bench {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// The benchmarks, each a ratio measured side by side in one run: the
+    /// reference server against nginx (when nginx and wrk are installed),
+    /// then the criterion benchmarks (arguments after `--` go to `cargo
+    /// bench`)
+    Bench(BenchArgs),
     /// Run every leak scenario, leaky and fixed, under the leakscope
     /// sidecar and write reports/<timestamp>/index.html
     Profile(profile::ProfileArgs),
@@ -46,6 +46,25 @@ enum Cmd {
     /// Judge every leak-zoo mode, driven every way users drive leakscope,
     /// against the zoo's published truth
     Zoo(zoo::ZooArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Run only one of the two
+    #[arg(long, value_enum)]
+    only: Option<BenchKind>,
+    #[command(flatten)]
+    versus: versus::VersusArgs,
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchKind {
+    /// The reference server against nginx, with wrk
+    Nginx,
+    /// `cargo bench --workspace`
+    Criterion,
 }
 
 /// Each run: what it covers, and cargo's arguments.
@@ -141,25 +160,38 @@ fn test() -> ExitCode {
     }
 }
 
-fn bench(args: &[String]) -> ExitCode {
-    match Command::new(workspace::cargo())
-        .args(["bench", "--workspace"])
-        .args(args)
-        .status()
-    {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("xtask bench: cannot run cargo: {e}");
-            ExitCode::FAILURE
+fn bench(args: &BenchArgs) -> ExitCode {
+    let mut ok = true;
+    if args.only != Some(BenchKind::Criterion) {
+        if let Err(e) = versus::run(&args.versus) {
+            eprintln!("xtask bench: against nginx: {e:#}");
+            ok = false;
         }
+    }
+    if args.only != Some(BenchKind::Nginx) {
+        ok &= match Command::new(workspace::cargo())
+            .args(["bench", "--workspace"])
+            .args(&args.cargo_args)
+            .status()
+        {
+            Ok(s) => s.success(),
+            Err(e) => {
+                eprintln!("xtask bench: cannot run cargo: {e}");
+                false
+            }
+        };
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Test => test(),
-        Cmd::Bench { args } => bench(&args),
+        Cmd::Bench(args) => bench(&args),
         Cmd::Profile(args) => profile::run(args),
         Cmd::Console(args) => console::run(args),
         Cmd::Zoo(args) => zoo::run(args),

@@ -31,6 +31,20 @@ pub struct Bins {
     pub zoo: PathBuf,
 }
 
+/// The release download-server alone, for the benchmark against nginx.
+pub fn build_server_release() -> Result<PathBuf> {
+    eprintln!("xtask: building the release download-server");
+    let status = Command::new(cargo())
+        .current_dir(root())
+        .args(["build", "--release", "-p", "download-server"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release failed ({status})");
+    }
+    Ok(target_dir().join("release").join("download-server"))
+}
+
 pub fn build_release() -> Result<Bins> {
     eprintln!("xtask: building the release binaries (download-server, leakscope, leak-zoo)");
     let status = Command::new(cargo())

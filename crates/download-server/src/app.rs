@@ -17,6 +17,7 @@ use crate::metrics::{self, Metrics};
 use crate::response::{path_error, plain};
 use crate::root::{RelPath, ServeRoot};
 use crate::scenarios::{self, Input, Scenario, Variant};
+use crate::sendfile::Pending;
 use crate::signing::Signer;
 use crate::{files, zip_stream};
 
@@ -194,6 +195,9 @@ impl App {
             );
         };
         let headers = req.headers();
+        // Set per connection by the server; absent when a test calls
+        // `handle` directly, and then file bodies are read and copied.
+        let sendfile = req.extensions().get::<Pending>().cloned();
         let response = match route {
             Route::Files => {
                 files::serve(
@@ -202,6 +206,7 @@ impl App {
                     method,
                     headers,
                     self.cache_control.clone(),
+                    sendfile,
                 )
                 .await
             }
@@ -227,6 +232,7 @@ impl App {
                     cache_control: self.cache_control.clone(),
                     zip_slots: Arc::clone(&self.zip_slots),
                     zip_gauge: self.metrics.zip_streams.clone(),
+                    sendfile,
                 };
                 let variant = variant.expect("checked above");
                 (scenario.handler)(variant, ctx).await

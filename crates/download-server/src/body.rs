@@ -1,7 +1,11 @@
-//! Response bodies: bytes in memory, byte ranges of a file read on the
-//! blocking pool, or a channel fed by a producer thread (ZIP).
+//! Response bodies: bytes in memory, byte ranges of a file (sent with
+//! sendfile(2) on a server connection, read on the blocking pool
+//! otherwise), or a channel fed by a producer thread (ZIP).
 //!
-//! Memory per download is bounded by construction: a file is read in
+//! On a server connection a file range holds no buffer at all: the body
+//! hands hyper placeholders that the socket turns into sendfile calls
+//! ([`crate::sendfile`]). Without one (a body collected in a test, a
+//! scenario's own body) memory is still bounded by construction: a file is read in
 //! [`CHUNK`]-sized pieces only when hyper asks for the next frame, and the
 //! connection's write buffer is capped at one chunk
 //! ([`crate::server::MAX_BUF_SIZE`]), so at most about two chunks (64 KiB) are
@@ -26,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::limits::InflightGuard;
+use crate::sendfile::{Pending, MAX_FRAME};
 
 /// Size of one read from disk and of one body frame.
 pub const CHUNK: usize = 32 * 1024;
@@ -94,7 +99,18 @@ impl Body {
             remaining,
             ring: Vec::with_capacity(RING),
             reading: None,
+            sendfile: None,
         }))
+    }
+
+    /// Sends a parts body's file ranges with sendfile(2) through the
+    /// connection's queue rather than reading them here: no buffer at all.
+    /// Other bodies, and `None`, are left as they are.
+    pub fn sendfile(mut self, pending: Option<Pending>) -> Self {
+        if let Kind::Parts(parts) = &mut self.kind {
+            parts.sendfile = pending;
+        }
+        self
     }
 
     /// A body fed by a producer; an `Err` item aborts the response mid-stream
@@ -179,6 +195,9 @@ struct PartsBody {
     remaining: u64,
     ring: Vec<BytesMut>,
     reading: Option<JoinHandle<io::Result<BytesMut>>>,
+    /// The connection's sendfile queue: file ranges go there as
+    /// placeholders instead of being read.
+    sendfile: Option<Pending>,
 }
 
 impl PartsBody {
@@ -226,6 +245,12 @@ impl PartsBody {
                             "file part without a file",
                         ))));
                     };
+                    if let Some(pending) = &self.sendfile {
+                        let n = len.min(MAX_FRAME as u64) as usize;
+                        let placeholder = pending.push(file, offset, n);
+                        self.advance(n as u64);
+                        return Poll::Ready(Some(Ok(placeholder)));
+                    }
                     let want = len.min(CHUNK as u64) as usize;
                     let mut buf = self.take_buffer();
                     self.reading = Some(tokio::task::spawn_blocking(move || {

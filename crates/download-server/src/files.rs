@@ -2,8 +2,12 @@
 //! byte ranges.
 //!
 //! Opening, `fstat` and (for files of at most one chunk) the whole read
-//! happen in a single trip to the blocking pool: `tokio::fs` would make three,
-//! and the stack notes measured that hand-off as most of a small file's cost.
+//! happen on the async worker when none of them can wait on the disk: the
+//! path's dentries are cached (`RESOLVE_CACHED`) and the bytes are in the
+//! page cache (`preadv2(RWF_NOWAIT)`), which is the common case of a busy
+//! file server. Otherwise they happen in a single trip to the blocking pool
+//! (`tokio::fs` would make three); that hand-off is most of a small file's
+//! cost, so it is kept for when the disk must be read.
 
 use std::fs::File;
 use std::ops::Range;
@@ -19,6 +23,7 @@ use crate::conditional::{self, Outcome, Validators};
 use crate::range::{self, RangeDecision};
 use crate::response::{content_disposition, internal_error, path_error, plain};
 use crate::root::{PathError, RelPath, ServeRoot};
+use crate::sendfile::Pending;
 
 /// What the blocking trip returns.
 struct Opened {
@@ -29,15 +34,53 @@ struct Opened {
     small: Option<Bytes>,
 }
 
+/// Open, fstat and read on the blocking pool.
 fn open(root: &ServeRoot, rel: &RelPath, prefetch: bool) -> Result<Opened, PathError> {
     let (file, meta) = root.open_file(rel)?;
+    opened(file, &meta, prefetch, |file, buf| {
+        std::os::unix::fs::FileExt::read_at(file, buf, 0).map_err(PathError::Io)
+    })
+}
+
+/// Open, fstat and read on the async worker, or `None` where one of them
+/// would wait on the disk. A small file not in the page cache is still
+/// served from here: its body then streams through the blocking pool.
+fn open_inline(
+    root: &ServeRoot,
+    rel: &RelPath,
+    prefetch: bool,
+) -> Option<Result<Opened, PathError>> {
+    let (file, meta) = match root.open_file_cached(rel) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(opened(file, &meta, prefetch, |file, buf| {
+        let read = rustix::io::preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(buf)],
+            0,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        // EAGAIN: not (all) in the page cache; nothing is lost by streaming.
+        Ok(read.unwrap_or(0))
+    }))
+}
+
+fn opened(
+    file: File,
+    meta: &std::fs::Metadata,
+    prefetch: bool,
+    read: impl FnOnce(&File, &mut [u8]) -> Result<usize, PathError>,
+) -> Result<Opened, PathError> {
     let len = meta.len();
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let validators = Validators::new(len, modified, meta.ino());
     let small = if prefetch && len <= CHUNK as u64 {
         let mut buf = vec![0; len as usize];
-        let n = std::os::unix::fs::FileExt::read_at(&file, &mut buf, 0).map_err(PathError::Io)?;
-        // A short read means the file changed under us; stream it instead.
+        let n = read(&file, &mut buf)?;
+        // A short read means the file changed under us, or the page cache
+        // holds only part of it; stream it instead.
         (n == buf.len()).then(|| Bytes::from(buf))
     } else {
         None
@@ -56,13 +99,18 @@ pub async fn serve(
     method: &Method,
     headers: &HeaderMap,
     cache_control: HeaderValue,
+    sendfile: Option<Pending>,
 ) -> Response<Body> {
     let prefetch = method == Method::GET;
     let file_name = rel.file_name().to_vec();
-    let opened = match tokio::task::spawn_blocking(move || open(&root, &rel, prefetch)).await {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => return path_error(&e),
-        Err(join) => return internal_error(&join),
+    let opened = match open_inline(&root, &rel, prefetch) {
+        Some(Ok(opened)) => opened,
+        Some(Err(e)) => return path_error(&e),
+        None => match tokio::task::spawn_blocking(move || open(&root, &rel, prefetch)).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return path_error(&e),
+            Err(join) => return internal_error(&join),
+        },
     };
     let Opened {
         file,
@@ -147,7 +195,7 @@ pub async fn serve(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::parts(source.file(), parts)
+        Body::parts(source.file(), parts).sendfile(sendfile)
     };
     builder.body(body).expect("headers are valid")
 }

@@ -19,6 +19,7 @@ pub mod range;
 pub mod response;
 pub mod root;
 pub mod scenarios;
+pub mod sendfile;
 pub mod server;
 pub mod signing;
 pub mod stall;

@@ -138,6 +138,9 @@ pub struct ServeRoot {
     dir: OwnedFd,
     canonical: PathBuf,
     use_openat2: bool,
+    /// `RESOLVE_CACHED` works here (Linux 5.12+), so
+    /// [`ServeRoot::open_file_cached`] can try an open on an async worker.
+    resolve_cached: bool,
 }
 
 impl ServeRoot {
@@ -152,6 +155,7 @@ impl ServeRoot {
             dir,
             canonical,
             use_openat2: true,
+            resolve_cached: true,
         };
         // Probe once: ENOSYS (old kernel) or EPERM (seccomp) select the fallback.
         if let Err(e) = root.open_raw(Path::new("."), OFlags::DIRECTORY) {
@@ -160,6 +164,12 @@ impl ServeRoot {
                 root.use_openat2 = false;
             }
         }
+        // Kernels before 5.12 refuse the flag with EINVAL. The root itself
+        // was just resolved, so EAGAIN cannot come from a cold cache.
+        root.resolve_cached = root.use_openat2
+            && root
+                .openat2(Path::new("."), OFlags::DIRECTORY, ResolveFlags::CACHED)
+                .is_ok();
         Ok(root)
     }
 
@@ -167,6 +177,7 @@ impl ServeRoot {
     #[doc(hidden)]
     pub fn without_openat2(mut self) -> Self {
         self.use_openat2 = false;
+        self.resolve_cached = false;
         self
     }
 
@@ -191,6 +202,36 @@ impl ServeRoot {
         Ok((file, meta))
     }
 
+    /// [`ServeRoot::open_file`] without waiting on the disk, for an async
+    /// worker: `Ok(None)` when a path component is not in the kernel's
+    /// dentry cache (`RESOLVE_CACHED` answers EAGAIN rather than read a
+    /// directory block) or the kernel lacks the flag; then open on the
+    /// blocking pool. The fstat that follows reads the inode the open just
+    /// loaded, so it cannot wait either.
+    pub fn open_file_cached(
+        &self,
+        rel: &RelPath,
+    ) -> Result<Option<(File, std::fs::Metadata)>, PathError> {
+        if !self.resolve_cached {
+            return Ok(None);
+        }
+        if rel.is_root() {
+            return Err(PathError::NotRegular);
+        }
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = match self.openat2(rel.as_path(), flags, ResolveFlags::CACHED) {
+            Ok(fd) => fd,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(map_open_error(e)),
+        };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(PathError::Io)?;
+        if !meta.is_file() {
+            return Err(PathError::NotRegular);
+        }
+        Ok(Some((file, meta)))
+    }
+
     /// Checks that `rel` is a directory beneath the root and returns its real
     /// path, for walking it.
     pub fn open_dir(&self, rel: &RelPath) -> Result<PathBuf, PathError> {
@@ -208,17 +249,22 @@ impl ServeRoot {
         real == self.canonical || real.starts_with(&self.canonical)
     }
 
+    /// openat2 beneath the root: the kernel refuses any resolution that
+    /// leaves it, and magic links.
+    fn openat2(&self, rel: &Path, flags: OFlags, extra: ResolveFlags) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat2(
+            self.dir.as_fd(),
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | extra,
+        )?)
+    }
+
     fn open_raw(&self, rel: &Path, extra: OFlags) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | extra;
         if self.use_openat2 {
-            let fd = rustix::fs::openat2(
-                self.dir.as_fd(),
-                rel,
-                flags,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-            )?;
-            return Ok(fd);
+            return self.openat2(rel, flags, ResolveFlags::empty());
         }
         let fd = rustix::fs::openat(self.dir.as_fd(), rel, flags, Mode::empty())?;
         // Check what was opened, not what the path said before opening.
@@ -305,5 +351,40 @@ mod tests {
             assert!(open("in").is_ok());
             assert!(matches!(open("missing"), Err(PathError::NotFound)));
         }
+    }
+
+    /// The inline open is held to the same root as the blocking one: the
+    /// escape is refused whether or not its dentries are cached.
+    #[test]
+    fn cached_open_refuses_what_the_blocking_open_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::fs::write(root.join("ok"), b"o").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("out")).unwrap();
+        let r = ServeRoot::open(&root).unwrap();
+        assert!(r.resolve_cached, "this kernel has RESOLVE_CACHED");
+        let open = |p: &str| r.open_file_cached(&RelPath::from_url(p).unwrap());
+        // Resolved once, so the dentries are cached.
+        r.open_file(&RelPath::from_url("ok").unwrap()).unwrap();
+        let (_, meta) = open("ok").unwrap().expect("a cached path opens inline");
+        assert_eq!(meta.len(), 1);
+        for _ in 0..2 {
+            // Twice: the first lookup may only populate the cache.
+            let _ = open("out");
+        }
+        assert!(
+            matches!(open("out"), Err(PathError::Escapes) | Ok(None)),
+            "an escaping symlink opened inline"
+        );
+        assert!(matches!(open("sub"), Err(PathError::NotRegular)));
+        // The fallback for kernels without openat2 has no inline open.
+        let r = r.without_openat2();
+        assert!(matches!(open_with(&r, "ok"), Ok(None)));
+    }
+
+    fn open_with(r: &ServeRoot, p: &str) -> Result<Option<(File, std::fs::Metadata)>, PathError> {
+        r.open_file_cached(&RelPath::from_url(p).unwrap())
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::Config;
 use crate::root::ServeRoot;
+use crate::sendfile::{Pending, SendfileStream};
 use crate::stall::StallTimeout;
 
 /// hyper's per-connection buffer cap: bounds the request head (larger heads
@@ -115,9 +116,14 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            // File bodies reach this connection's socket with sendfile(2):
+            // the stream and the responses share the queue of ranges.
+            let pending = Pending::default();
+            let stream = SendfileStream::new(stream, pending.clone());
             let io = TokioIo::new(StallTimeout::new(stream, config.stall_timeout));
             let app = Arc::clone(&app);
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(pending.clone());
                 let app = Arc::clone(&app);
                 async move { Ok::<_, std::convert::Infallible>(app.handle(peer.ip(), req).await) }
             });

@@ -251,6 +251,8 @@ pub struct Ctx<'a> {
     pub cache_control: http::HeaderValue,
     pub zip_slots: Arc<tokio::sync::Semaphore>,
     pub zip_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The connection's sendfile queue, for the real `/files/` handler.
+    pub sendfile: Option<crate::sendfile::Pending>,
 }
 
 /// Opens a regular file beneath the root on the blocking pool.
@@ -273,6 +275,7 @@ async fn real_files_route(ctx: Ctx<'_>) -> Response<Body> {
         ctx.method,
         ctx.headers,
         ctx.cache_control,
+        ctx.sendfile,
     )
     .await
 }
