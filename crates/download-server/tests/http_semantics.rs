@@ -371,3 +371,79 @@ async fn metrics_count_requests_and_bytes() {
     assert!(value("process_resident_memory_bytes") > 1e6);
     assert_eq!(value("http_requests_in_flight"), 0.0);
 }
+
+/// Several responses on one keep-alive connection, pipelined: file bodies
+/// go out by sendfile through the connection's queue of ranges, so each
+/// response must get its own range's bytes, in order, between the heads
+/// and the in-memory bodies around them.
+#[tokio::test]
+async fn pipelined_responses_each_get_their_own_bytes() {
+    let (_f, s) = start().await;
+    let addr = s.addr;
+    let requests = [
+        ("/files/big.bin", "bytes=5-700004"),
+        ("/files/hello.txt", ""),
+        ("/files/big.bin", "bytes=1-10,999990-"),
+        ("/files/big.bin", ""),
+    ];
+    let raw_requests: String = requests
+        .iter()
+        .enumerate()
+        .map(|(i, (path, range))| {
+            let range = if range.is_empty() {
+                String::new()
+            } else {
+                format!("range: {range}\r\n")
+            };
+            let close = if i + 1 == requests.len() {
+                "connection: close\r\n"
+            } else {
+                ""
+            };
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\n{range}{close}\r\n")
+        })
+        .collect();
+    let out = tokio::task::spawn_blocking(move || common::raw(addr, raw_requests.as_bytes()))
+        .await
+        .unwrap();
+    let big = pattern(1_000_003);
+    let mut rest = &out[..];
+    let mut bodies = Vec::new();
+    for _ in 0..requests.len() {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        bodies.push((head.clone(), rest[end..end + len].to_vec()));
+        rest = &rest[end + len..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last response",
+        rest.len()
+    );
+    assert!(bodies[0].1 == big[5..700_005], "first range differs");
+    assert_eq!(&bodies[1].1[..], b"hello, world\n");
+    let multipart = String::from_utf8_lossy(&bodies[2].1).into_owned();
+    let boundary = bodies[2]
+        .0
+        .split("boundary=")
+        .nth(1)
+        .and_then(|b| b.lines().next())
+        .expect("a boundary")
+        .trim()
+        .to_string();
+    let parts = parse_multipart(&bodies[2].1, &boundary);
+    assert_eq!(parts.len(), 2, "{multipart:.200}");
+    assert!(parts[0].1 == big[1..11] && parts[1].1 == big[999_990..]);
+    assert!(bodies[3].1 == big, "full body differs");
+}
