@@ -88,11 +88,13 @@ impl App {
         self.inflight.current()
     }
 
-    /// Called periodically so per-IP state does not grow without bound.
+    /// Called periodically so per-IP state does not grow without bound,
+    /// and kept-open files nobody asks for are closed.
     pub fn prune(&self) {
         if let Some(rate) = &self.rate {
             rate.prune();
         }
+        self.root.prune();
     }
 
     pub async fn handle<B>(self: Arc<Self>, peer: IpAddr, req: Request<B>) -> Response<Body> {

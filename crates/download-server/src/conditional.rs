@@ -14,8 +14,8 @@ use http::{header, HeaderMap, HeaderValue, Method};
 pub struct Validators {
     /// Strong: length, nanosecond mtime and inode change whenever the content
     /// can have changed (an in-place rewrite updates mtime; an atomic rename
-    /// changes the inode).
-    pub etag: ETag,
+    /// changes the inode). Kept as text: it is parsed into an [`ETag`] only
+    /// for a request that has a tag to compare ([`Validators::etag`]).
     etag_text: String,
     /// Truncated to whole seconds, the resolution of an HTTP-date.
     pub last_modified: SystemTime,
@@ -29,13 +29,17 @@ impl Validators {
             since_epoch.as_secs(),
             since_epoch.subsec_nanos()
         );
-        let etag = etag_text.parse().expect("hex digits form a valid ETag");
         let last_modified = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
         Self {
-            etag,
             etag_text,
             last_modified,
         }
+    }
+
+    pub fn etag(&self) -> ETag {
+        self.etag_text
+            .parse()
+            .expect("hex digits form a valid ETag")
     }
 
     pub fn etag_header(&self) -> HeaderValue {
@@ -71,7 +75,7 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
             .then(|| headers.typed_get::<IfMatch>())
             .flatten()
         {
-            Some(if_match) if if_match.precondition_passes(&v.etag) => {}
+            Some(if_match) if if_match.precondition_passes(&v.etag()) => {}
             _ => return Outcome::Failed,
         }
     } else if let Some(date) = single_date(headers, &header::IF_UNMODIFIED_SINCE) {
@@ -87,7 +91,7 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
             .then(|| headers.typed_get::<IfNoneMatch>())
             .flatten();
         if let Some(if_none_match) = parsed {
-            if !if_none_match.precondition_passes(&v.etag) {
+            if !if_none_match.precondition_passes(&v.etag()) {
                 return if safe {
                     Outcome::NotModified
                 } else {

@@ -12,6 +12,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Requests answered or streaming at once; beyond it, 503.
     pub max_inflight: usize,
+    /// Files kept open between requests ([`crate::open_files`]); `None`
+    /// for a quarter of RLIMIT_NOFILE (at most 1024), 0 for none.
+    pub open_file_cache: Option<usize>,
     /// ZIP archives streaming at once (each holds a blocking thread); beyond it, 503.
     pub max_zip_streams: usize,
     /// Per-client-IP requests per second (burst of the same size); beyond it, 429.
@@ -59,6 +62,7 @@ impl Config {
             root: root.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_inflight: 1024,
+            open_file_cache: None,
             max_zip_streams: 16,
             rate_per_ip: None,
             header_read_timeout: Duration::from_secs(30),

@@ -3,17 +3,16 @@
 //!
 //! Opening, `fstat` and (for files of at most one chunk) the whole read
 //! happen on the async worker when none of them can wait on the disk: the
-//! path's dentries are cached (`RESOLVE_CACHED`) and the bytes are in the
-//! page cache (`preadv2(RWF_NOWAIT)`), which is the common case of a busy
-//! file server. Otherwise they happen in a single trip to the blocking pool
+//! file is kept open ([`crate::open_files`]) or the path's dentries are
+//! cached (`RESOLVE_CACHED`), and the bytes are in the page cache
+//! (`preadv2(RWF_NOWAIT)`), which is the common case of a busy file
+//! server. Otherwise they happen in a single trip to the blocking pool
 //! (`tokio::fs` would make three); that hand-off is most of a small file's
 //! cost, so it is kept for when the disk must be read.
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -22,40 +21,43 @@ use crate::body::{Body, Part, CHUNK};
 use crate::conditional::{self, Outcome, Validators};
 use crate::range::{self, RangeDecision};
 use crate::response::{content_disposition, internal_error, path_error, plain};
-use crate::root::{PathError, RelPath, ServeRoot};
+use crate::root::{FileStat, PathError, RelPath, ServeRoot};
 use crate::sendfile::Pending;
 
-/// What the blocking trip returns.
+/// What opening returns.
 struct Opened {
-    file: File,
+    file: Arc<File>,
     len: u64,
     validators: Validators,
     /// The whole content when it fits in one chunk and the method is GET.
     small: Option<Bytes>,
 }
 
-/// Open, fstat and read on the blocking pool.
+/// Open, fstat and read on the blocking pool; the file is kept open for
+/// the next request.
 fn open(root: &ServeRoot, rel: &RelPath, prefetch: bool) -> Result<Opened, PathError> {
     let (file, meta) = root.open_file(rel)?;
-    opened(file, &meta, prefetch, |file, buf| {
+    let (file, stat) = (Arc::new(file), FileStat::from(&meta));
+    root.keep(rel, &file, &stat);
+    opened(file, &stat, prefetch, |file, buf| {
         std::os::unix::fs::FileExt::read_at(file, buf, 0).map_err(PathError::Io)
     })
 }
 
-/// Open, fstat and read on the async worker, or `None` where one of them
-/// would wait on the disk. A small file not in the page cache is still
-/// served from here: its body then streams through the blocking pool.
+/// Open (or find kept open), fstat and read on the async worker, or `None`
+/// where one of them would wait on the disk. A small file not in the page
+/// cache is still served from here: its body then streams.
 fn open_inline(
     root: &ServeRoot,
     rel: &RelPath,
     prefetch: bool,
 ) -> Option<Result<Opened, PathError>> {
-    let (file, meta) = match root.open_file_cached(rel) {
+    let (file, stat) = match root.open_file_cached(rel) {
         Ok(Some(opened)) => opened,
         Ok(None) => return None,
         Err(e) => return Some(Err(e)),
     };
-    Some(opened(file, &meta, prefetch, |file, buf| {
+    Some(opened(file, &stat, prefetch, |file, buf| {
         let read = rustix::io::preadv2(
             file,
             &mut [std::io::IoSliceMut::new(buf)],
@@ -68,14 +70,13 @@ fn open_inline(
 }
 
 fn opened(
-    file: File,
-    meta: &std::fs::Metadata,
+    file: Arc<File>,
+    stat: &FileStat,
     prefetch: bool,
     read: impl FnOnce(&File, &mut [u8]) -> Result<usize, PathError>,
 ) -> Result<Opened, PathError> {
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let validators = Validators::new(len, modified, meta.ino());
+    let len = stat.len;
+    let validators = Validators::new(len, stat.modified, stat.ino);
     let small = if prefetch && len <= CHUNK as u64 {
         let mut buf = vec![0; len as usize];
         let n = read(&file, &mut buf)?;
@@ -152,7 +153,7 @@ pub async fn serve(
 
     let source = match small {
         Some(bytes) => Source::Memory(bytes),
-        None => Source::File(Arc::new(file)),
+        None => Source::File(file),
     };
     let (status, content_type, parts) = match decision {
         RangeDecision::Unsatisfiable => {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod files;
 pub mod limits;
 pub mod metrics;
+pub mod open_files;
 pub mod range;
 pub mod response;
 pub mod root;

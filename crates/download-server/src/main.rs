@@ -81,6 +81,10 @@ struct ServeArgs {
     /// Requests answered or streaming at once; excess get 503.
     #[arg(long, default_value_t = NonZeroUsize::new(1024).expect("1024 > 0"))]
     max_inflight: NonZeroUsize,
+    /// Files kept open between requests (0: none); each costs one fd.
+    /// Default: a quarter of RLIMIT_NOFILE, at most 1024.
+    #[arg(long, value_name = "FILES")]
+    open_file_cache: Option<usize>,
     /// ZIP archives streaming at once; excess get 503.
     #[arg(long, default_value_t = NonZeroUsize::new(16).expect("16 > 0"))]
     max_zip_streams: NonZeroUsize,
@@ -227,6 +231,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     config.listen = args.listen;
     config.max_inflight = args.max_inflight.get();
     config.max_zip_streams = args.max_zip_streams.get();
+    config.open_file_cache = args.open_file_cache;
     config.rate_per_ip = args.rate_per_ip;
     config.header_read_timeout = args.header_read_timeout;
     config.stall_timeout = args.stall_timeout;

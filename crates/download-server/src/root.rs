@@ -23,8 +23,12 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+
+use crate::open_files::OpenFiles;
 use rustix::io::Errno;
 
 /// Why a URL path or an open was refused; each maps to one status code.
@@ -141,6 +145,30 @@ pub struct ServeRoot {
     /// `RESOLVE_CACHED` works here (Linux 5.12+), so
     /// [`ServeRoot::open_file_cached`] can try an open on an async worker.
     resolve_cached: bool,
+    /// Files opened beneath the root, kept open per path.
+    open_files: Option<OpenFiles>,
+}
+
+/// What a download needs of a file's metadata, from the open file or from
+/// a `statx` of its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub len: u64,
+    pub modified: SystemTime,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl From<&std::fs::Metadata> for FileStat {
+    fn from(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(UNIX_EPOCH),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 impl ServeRoot {
@@ -156,6 +184,7 @@ impl ServeRoot {
             canonical,
             use_openat2: true,
             resolve_cached: true,
+            open_files: None,
         };
         // Probe once: ENOSYS (old kernel) or EPERM (seccomp) select the fallback.
         if let Err(e) = root.open_raw(Path::new("."), OFlags::DIRECTORY) {
@@ -185,6 +214,61 @@ impl ServeRoot {
         &self.canonical
     }
 
+    /// Keeps up to `capacity` files open per path ([`OpenFiles`]); 0 keeps
+    /// none.
+    pub fn with_open_files(mut self, capacity: usize) -> Self {
+        self.open_files = OpenFiles::new(capacity);
+        self
+    }
+
+    /// Closes the kept files that went unused or were evicted.
+    pub fn prune(&self) {
+        if let Some(open) = &self.open_files {
+            open.prune();
+        }
+    }
+
+    /// Files kept open now.
+    pub fn open_files_held(&self) -> u64 {
+        self.open_files.as_ref().map_or(0, OpenFiles::len)
+    }
+
+    /// Keeps `file`, opened by [`ServeRoot::open_file`] for `rel`.
+    pub fn keep(&self, rel: &RelPath, file: &Arc<File>, stat: &FileStat) {
+        if let Some(open) = &self.open_files {
+            open.insert(rel, file, stat);
+        }
+    }
+
+    /// The metadata of what `rel` names now, by `statx` of the path,
+    /// following a final symlink as opening does. The walk is not confined
+    /// to the root, so it only ever confirms that the path still leads to a
+    /// file opened beneath it ([`OpenFiles`]), never decides what is served.
+    pub fn stat_path(&self, rel: &RelPath) -> io::Result<FileStat> {
+        let st = rustix::fs::statx(
+            self.dir.as_fd(),
+            rel.as_path(),
+            AtFlags::empty(),
+            StatxFlags::BASIC_STATS,
+        )?;
+        let (secs, nanos) = (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
+        // As std reads it: the seconds may be before the epoch, the
+        // nanoseconds always count forward.
+        let modified = if secs >= 0 {
+            UNIX_EPOCH + Duration::new(secs as u64, nanos)
+        } else {
+            UNIX_EPOCH
+                .checked_sub(Duration::from_secs(secs.unsigned_abs()))
+                .map_or(UNIX_EPOCH, |t| t + Duration::from_nanos(nanos.into()))
+        };
+        Ok(FileStat {
+            len: st.stx_size,
+            modified,
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+        })
+    }
+
     /// Opens a regular file beneath the root (blocking: call from the blocking
     /// pool). Never blocks on a FIFO, never acquires a controlling terminal.
     pub fn open_file(&self, rel: &RelPath) -> Result<(File, std::fs::Metadata), PathError> {
@@ -203,20 +287,24 @@ impl ServeRoot {
     }
 
     /// [`ServeRoot::open_file`] without waiting on the disk, for an async
-    /// worker: `Ok(None)` when a path component is not in the kernel's
-    /// dentry cache (`RESOLVE_CACHED` answers EAGAIN rather than read a
-    /// directory block) or the kernel lacks the flag; then open on the
-    /// blocking pool. The fstat that follows reads the inode the open just
-    /// loaded, so it cannot wait either.
+    /// worker: the file kept open for `rel`, if it still names it, else an
+    /// open that fails rather than read a directory block
+    /// (`RESOLVE_CACHED`). `Ok(None)` when the dentries are not cached or
+    /// the kernel lacks the flag: then open on the blocking pool (and
+    /// [`ServeRoot::keep`] the file). The fstat that follows an open reads
+    /// the inode the open just loaded, so it cannot wait either.
     pub fn open_file_cached(
         &self,
         rel: &RelPath,
-    ) -> Result<Option<(File, std::fs::Metadata)>, PathError> {
-        if !self.resolve_cached {
-            return Ok(None);
-        }
+    ) -> Result<Option<(Arc<File>, FileStat)>, PathError> {
         if rel.is_root() {
             return Err(PathError::NotRegular);
+        }
+        if let Some(hit) = self.open_files.as_ref().and_then(|o| o.get(self, rel)) {
+            return Ok(Some(hit));
+        }
+        if !self.resolve_cached {
+            return Ok(None);
         }
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
         let fd = match self.openat2(rel.as_path(), flags, ResolveFlags::CACHED) {
@@ -229,7 +317,9 @@ impl ServeRoot {
         if !meta.is_file() {
             return Err(PathError::NotRegular);
         }
-        Ok(Some((file, meta)))
+        let (file, stat) = (Arc::new(file), FileStat::from(&meta));
+        self.keep(rel, &file, &stat);
+        Ok(Some((file, stat)))
     }
 
     /// Checks that `rel` is a directory beneath the root and returns its real
@@ -368,8 +458,8 @@ mod tests {
         let open = |p: &str| r.open_file_cached(&RelPath::from_url(p).unwrap());
         // Resolved once, so the dentries are cached.
         r.open_file(&RelPath::from_url("ok").unwrap()).unwrap();
-        let (_, meta) = open("ok").unwrap().expect("a cached path opens inline");
-        assert_eq!(meta.len(), 1);
+        let (_, stat) = open("ok").unwrap().expect("a cached path opens inline");
+        assert_eq!(stat.len, 1);
         for _ in 0..2 {
             // Twice: the first lookup may only populate the cache.
             let _ = open("out");
@@ -384,7 +474,7 @@ mod tests {
         assert!(matches!(open_with(&r, "ok"), Ok(None)));
     }
 
-    fn open_with(r: &ServeRoot, p: &str) -> Result<Option<(File, std::fs::Metadata)>, PathError> {
+    fn open_with(r: &ServeRoot, p: &str) -> Result<Option<(Arc<File>, FileStat)>, PathError> {
         r.open_file_cached(&RelPath::from_url(p).unwrap())
     }
 }

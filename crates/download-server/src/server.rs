@@ -47,10 +47,16 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.check().map_err(ServerError::Config)?;
-        let root = ServeRoot::open(&config.root).map_err(|source| ServerError::Root {
-            path: config.root.clone(),
-            source,
-        })?;
+        let root = ServeRoot::open(&config.root)
+            .map_err(|source| ServerError::Root {
+                path: config.root.clone(),
+                source,
+            })?
+            .with_open_files(
+                config
+                    .open_file_cache
+                    .unwrap_or_else(crate::open_files::OpenFiles::default_capacity),
+            );
         let listener =
             TcpListener::bind(config.listen)
                 .await

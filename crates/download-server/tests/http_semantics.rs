@@ -447,3 +447,38 @@ async fn pipelined_responses_each_get_their_own_bytes() {
     assert!(parts[0].1 == big[1..11] && parts[1].1 == big[999_990..]);
     assert!(bodies[3].1 == big, "full body differs");
 }
+
+/// The open-file cache never serves what the path no longer names: a file
+/// rewritten in place is sent as it is now (length and validators too), a
+/// file replaced by a rename is the new one, and a removed file is 404.
+#[tokio::test]
+async fn kept_open_files_are_served_as_they_are_now() {
+    let (f, s) = start().await;
+    let path = f.root().join("changing.txt");
+    std::fs::write(&path, b"one").unwrap();
+    let url = s.url("/files/changing.txt");
+    let first = get(&url, &[]).await;
+    assert_eq!(&first.body[..], b"one");
+    // Opened once; now kept. In place, longer:
+    std::fs::write(&path, b"one, two").unwrap();
+    let r = get(&url, &[]).await;
+    assert_eq!(&r.body[..], b"one, two");
+    assert_ne!(r.header("etag"), first.header("etag"));
+    // Replaced by a rename:
+    let next = f.root().join("next.txt");
+    std::fs::write(&next, b"three").unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    assert_eq!(&get(&url, &[]).await.body[..], b"three");
+    // Replaced by a symlink out of the root: refused, as when not kept.
+    std::os::unix::fs::symlink(f.dir.path().join("outside/secret.txt"), &next).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let r = get(&url, &[]).await;
+    assert_ne!(r.status, StatusCode::OK);
+    assert!(!r
+        .body
+        .windows(common::SECRET.len())
+        .any(|w| w == common::SECRET));
+    // Removed:
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(get(&url, &[]).await.status, StatusCode::NOT_FOUND);
+}
