@@ -163,6 +163,36 @@ impl SendfileStream {
     }
 }
 
+impl SendfileStream {
+    /// Writes what comes before a file range with `MSG_MORE`: the kernel
+    /// holds a short tail (a response head) back to go out in one segment
+    /// with the range's first bytes, as nginx's `tcp_nopush` does. Only
+    /// called with a placeholder next in hyper's queue, so the sendfile
+    /// that pushes the segment out is the very next write; ACKs flush the
+    /// queue meanwhile in any case.
+    fn poll_head(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendFlags};
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            let sent = self.inner.try_io(Interest::WRITABLE, || {
+                let mut no_control = SendAncillaryBuffer::default();
+                sendmsg(
+                    &self.inner,
+                    bufs,
+                    &mut no_control,
+                    SendFlags::MORE | SendFlags::NOSIGNAL,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
 fn mismatch(what: &str) -> io::Error {
     io::Error::other(format!("sendfile placeholder {what}"))
 }
@@ -200,7 +230,7 @@ impl AsyncWrite for SendfileStream {
         let this = self.get_mut();
         match bufs.iter().position(|b| in_region(b)) {
             Some(0) => this.poll_sendfile(cx, &bufs[0]),
-            Some(k) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..k]),
+            Some(k) => this.poll_head(cx, &bufs[..k]),
             None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         }
     }
