@@ -54,7 +54,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let a = match leakscope_analysis::analyze(&args.run) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            tell!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -77,7 +77,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     // error of the check: the exit status still says what it found.
     if let Err(e) = printed {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: writing the report: {e}");
+            tell!("error: writing the report: {e}");
             return ExitCode::from(2);
         }
     }

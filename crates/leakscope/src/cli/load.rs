@@ -22,7 +22,7 @@ pub async fn run(args: LoadOnlyArgs) -> Result<()> {
     session::print_load(&summary);
     // One JSON line on stdout for scripts (xtask/bench/recorder-cost.sh).
     let c = summary.counts;
-    println!(
+    say!(
         "{}",
         serde_json::json!({
             "done": c.done,

@@ -48,8 +48,8 @@ impl Progress {
     /// Prints a line without tearing the status line.
     pub fn println(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| tell!("{line}")),
+            None => tell!("{line}"),
         }
     }
 
@@ -80,7 +80,7 @@ impl Progress {
         } else if let Some(every) = self.plain_every {
             if self.last_plain.elapsed() >= every {
                 self.last_plain = Instant::now();
-                eprintln!("[{:>6.1}s] {msg}", sample.t_ms as f64 / 1000.0);
+                tell!("[{:>6.1}s] {msg}", sample.t_ms as f64 / 1000.0);
             }
         }
     }

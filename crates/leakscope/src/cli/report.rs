@@ -25,28 +25,28 @@ pub fn run(args: ReportArgs) -> ExitCode {
         match leakscope_analysis::analyze(dir) {
             Ok(a) => analyses.push(a),
             Err(e) => {
-                eprintln!("error: {e}");
+                tell!("error: {e}");
                 unusable += 1;
             }
         }
     }
     if unusable > 0 {
-        eprintln!("{unusable} run director(ies) unusable; no report written");
+        tell!("{unusable} run director(ies) unusable; no report written");
         return ExitCode::from(2);
     }
     for a in &analyses {
         for n in &a.notes {
-            eprintln!("note: {}: {n}", a.dir.display());
+            tell!("note: {}: {n}", a.dir.display());
         }
     }
     match leakscope_report::render(&analyses, &args.out) {
         Ok(w) => {
-            eprintln!("{} scenario page(s)", w.pages.len());
-            println!("{}", w.index.display());
+            tell!("{} scenario page(s)", w.pages.len());
+            say!("{}", w.index.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            tell!("error: {e}");
             match e {
                 leakscope_report::ReportError::Duplicate { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,

@@ -22,7 +22,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> Result<()> {
         .with_context(|| format!("creating the run directory {}", args.rec.out.display()))?;
     let log = RunFile::TargetLog.path(writer.dir());
     if !quiet {
-        eprintln!(
+        tell!(
             "starting {} (output in {})",
             args.command.join(" "),
             log.display()

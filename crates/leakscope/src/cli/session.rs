@@ -272,16 +272,19 @@ pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
         Stopped::LoadEnded => "the load ended and settled",
         Stopped::TargetGone => "target gone",
     };
-    eprintln!(
+    tell!(
         "recorded {} samples over {secs:.1}s ({why}); target {target}",
         outcome.samples
     );
-    eprintln!(
+    tell!(
         "  {:<8} {:>8} {:>7} {:>10}  first error",
-        "source", "samples", "failed", "ms/sample"
+        "source",
+        "samples",
+        "failed",
+        "ms/sample"
     );
     for (name, info) in &meta.sources {
-        eprintln!(
+        tell!(
             "  {name:<8} {:>8} {:>7} {:>10.3}  {}",
             info.samples,
             info.failed,
@@ -292,7 +295,7 @@ pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {
     if let Some(l) = &outcome.load {
         print_load(l);
     }
-    println!("{}", writer.dir().display());
+    say!("{}", writer.dir().display());
 }
 
 /// A run whose load mostly failed, or whose target died by itself, is not
@@ -323,7 +326,7 @@ pub fn usable(outcome: &Outcome, target: &str) -> Result<()> {
 
 pub fn print_load(l: &Summary) {
     {
-        eprintln!(
+        tell!(
             "load: {} done, {} failed, {} aborted, {} cut at the end; {:.1} requests/s, {}/s",
             l.counts.done,
             l.counts.failed,
@@ -335,7 +338,7 @@ pub fn print_load(l: &Summary) {
                 .iec()
         );
         for (reason, n) in &l.failures {
-            eprintln!("  failed {n}×: {reason}");
+            tell!("  failed {n}×: {reason}");
         }
     }
 }
