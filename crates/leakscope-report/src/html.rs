@@ -489,15 +489,27 @@ fn sources(m: &Meta) -> Vec<SourceRow> {
         .collect()
 }
 
+/// What a relative link's path keeps as it is: the unreserved characters
+/// and `/`. Everything else, `?`, `#`, `%`, spaces and bytes that are not
+/// UTF-8 included, is percent-encoded, so a run directory of any name
+/// links to its own files.
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The run's raw files, relative to the report in `out`.
 fn links(a: &Analysis, out: &Path) -> Vec<Link> {
     let base = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
     let link = |text: &str, p: &Path| {
         let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let href = pathdiff::diff_paths(&abs, &base).unwrap_or(abs);
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(href.as_os_str());
         Link {
             text: text.to_string(),
-            href: href.to_string_lossy().replace('\\', "/"),
+            href: percent_encoding::percent_encode(bytes, PATH).to_string(),
         }
     };
     let file = |f: RunFile| link(f.name(), &f.path(&a.dir));

@@ -370,3 +370,23 @@ fn symbol_names_are_escaped_in_every_stack() {
         );
     }
 }
+
+/// A run directory named with what a URL reads as syntax (`?`, `#`, `%`,
+/// a space) still links to its own raw files.
+#[test]
+fn raw_file_links_are_percent_encoded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs ?#%");
+    std::fs::create_dir(&runs).unwrap();
+    let run = write_run(&runs, "fd-leak", "leaky", 30, 1.0);
+    let out = tmp.path().join("report");
+    let written = leakscope_report::render(&analyze(&[run]), &out).unwrap();
+    let page = std::fs::read_to_string(&written.pages[0])
+        .unwrap()
+        .replace("&#x2f;", "/");
+    let href = format!(
+        "href=\"../runs%20%3F%23%25/fd-leak-leaky/{}\"",
+        RunFile::Samples
+    );
+    assert!(page.contains(&href), "no {href} in the page");
+}
