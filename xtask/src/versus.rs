@@ -467,23 +467,16 @@ fn parse_seconds(s: &str) -> Result<f64> {
     Ok(num.parse::<f64>()? * scale)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// The table: medians per side and their ratio, where above 1.0× means the
 /// reference server did better (more per second, or less CPU per request).
 fn render(table: &[[Vec<Round>; 2]], rounds: u32) -> String {
     let mut s = format!(
         "| load (median of {rounds} interleaved rounds) | nginx | download-server | ratio (≥ 1.0× is as good as nginx) |\n|---|---|---|---|\n"
     );
-    let med = |rs: &[Round], f: fn(&Round) -> f64| median(rs.iter().map(f).collect());
+    // Rounds are at least 3, so NaN (no rounds) cannot print.
+    let med = |rs: &[Round], f: fn(&Round) -> f64| {
+        leakscope_analysis::median(&mut rs.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+    };
     for (load, [ng, ds]) in LOADS.iter().zip(table) {
         let (a, b, unit) = if load.size >= 1 << 20 {
             (

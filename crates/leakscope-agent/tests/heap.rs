@@ -59,9 +59,11 @@ async fn heap_profile_is_pprof_and_names_the_allocating_function_and_file() {
     assert_eq!(svg.status, 200, "{}", svg.text());
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     assert!(svg.text().contains("<svg"), "flamegraph is SVG");
+    // The same qualified name as `go tool pprof` reads (in each frame's
+    // title, which inferno never truncates).
     assert!(
-        svg.text().contains("hold_memory_for_profile_test"),
-        "flamegraph names the holding function"
+        svg.text().contains("heap::hold_memory_for_profile_test"),
+        "flamegraph names the holding function by its path"
     );
     drop(held);
 
