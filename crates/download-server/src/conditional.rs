@@ -14,41 +14,46 @@ use http::{header, HeaderMap, HeaderValue, Method};
 pub struct Validators {
     /// Strong: length, nanosecond mtime and inode change whenever the content
     /// can have changed (an in-place rewrite updates mtime; an atomic rename
-    /// changes the inode). Kept as text: it is parsed into an [`ETag`] only
-    /// for a request that has a tag to compare ([`Validators::etag`]).
-    etag_text: String,
+    /// changes the inode). Kept as the header's value: it is parsed into an
+    /// [`ETag`] only for a request that has a tag to compare
+    /// ([`Validators::etag`]).
+    etag: HeaderValue,
     /// Truncated to whole seconds, the resolution of an HTTP-date.
     pub last_modified: SystemTime,
+    last_modified_value: HeaderValue,
 }
 
 impl Validators {
     pub fn new(len: u64, modified: SystemTime, inode: u64) -> Self {
         let since_epoch = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let etag_text = format!(
+        let etag = format!(
             "\"{len:x}-{:x}{:08x}-{inode:x}\"",
             since_epoch.as_secs(),
             since_epoch.subsec_nanos()
         );
         let last_modified = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
         Self {
-            etag_text,
+            etag: HeaderValue::from_str(&etag).expect("ETag text is ASCII"),
             last_modified,
+            last_modified_value: HeaderValue::from_str(&httpdate::fmt_http_date(last_modified))
+                .expect("HTTP-date is ASCII"),
         }
     }
 
     pub fn etag(&self) -> ETag {
-        self.etag_text
-            .parse()
+        self.etag
+            .to_str()
+            .ok()
+            .and_then(|t| t.parse().ok())
             .expect("hex digits form a valid ETag")
     }
 
     pub fn etag_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.etag_text).expect("ETag text is ASCII")
+        self.etag.clone()
     }
 
     pub fn last_modified_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&httpdate::fmt_http_date(self.last_modified))
-            .expect("HTTP-date is ASCII")
+        self.last_modified_value.clone()
     }
 }
 
@@ -144,7 +149,7 @@ fn if_range_matches(value: &HeaderValue, v: &Validators) -> bool {
     if text.starts_with("W/") {
         false
     } else if text.starts_with('"') {
-        text == v.etag_text
+        v.etag.as_bytes() == text.as_bytes()
     } else {
         httpdate::parse_http_date(text).is_ok_and(|date| date == v.last_modified)
     }
@@ -189,15 +194,15 @@ mod tests {
     #[test]
     fn etag_is_strong_and_stable() {
         let v = validators();
-        assert!(!v.etag_text.starts_with("W/"));
-        assert_eq!(v.etag_text, validators().etag_text);
+        assert!(!v.etag.as_bytes().starts_with(b"W/"));
+        assert_eq!(v.etag, validators().etag);
         let other = Validators::new(1001, UNIX_EPOCH + Duration::new(1_700_000_000, 123), 42);
-        assert_ne!(v.etag_text, other.etag_text);
+        assert_ne!(v.etag, other.etag);
     }
 
     #[test]
     fn if_none_match() {
-        let tag = validators().etag_text;
+        let tag = validators().etag.to_str().unwrap().to_owned();
         assert_eq!(
             run(Method::GET, &[("if-none-match", &tag)]),
             Outcome::NotModified
@@ -217,7 +222,7 @@ mod tests {
 
     #[test]
     fn if_match() {
-        let tag = validators().etag_text;
+        let tag = validators().etag.to_str().unwrap().to_owned();
         assert_eq!(run(Method::GET, &[("if-match", &tag)]), PROCEED);
         assert_eq!(run(Method::GET, &[("if-match", "*")]), PROCEED);
         assert_eq!(
@@ -274,7 +279,7 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let tag = validators().etag_text;
+        let tag = validators().etag.to_str().unwrap().to_owned();
         let earlier = httpdate::fmt_http_date(validators().last_modified - Duration::from_secs(5));
         // If-Match wins over If-Unmodified-Since.
         assert_eq!(
@@ -305,7 +310,7 @@ mod tests {
 
     #[test]
     fn if_range() {
-        let tag = validators().etag_text;
+        let tag = validators().etag.to_str().unwrap().to_owned();
         let lm = httpdate::fmt_http_date(validators().last_modified);
         let earlier = httpdate::fmt_http_date(validators().last_modified - Duration::from_secs(5));
         let no_range = Outcome::Proceed { honor_range: false };

@@ -18,17 +18,18 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{Body, Part, CHUNK};
-use crate::conditional::{self, Outcome, Validators};
+use crate::conditional::{self, Outcome};
+use crate::open_files::Kept;
 use crate::range::{self, RangeDecision};
-use crate::response::{content_disposition, internal_error, path_error, plain};
+use crate::representation::Representation;
+use crate::response::{internal_error, path_error, plain};
 use crate::root::{FileStat, PathError, RelPath, ServeRoot};
 use crate::sendfile::Pending;
 
 /// What opening returns.
 struct Opened {
     file: Arc<File>,
-    len: u64,
-    validators: Validators,
+    representation: Arc<Representation>,
     /// The whole content when it fits in one chunk and the method is GET.
     small: Option<Bytes>,
 }
@@ -37,9 +38,9 @@ struct Opened {
 /// the next request.
 fn open(root: &ServeRoot, rel: &RelPath, prefetch: bool) -> Result<Opened, PathError> {
     let (file, meta) = root.open_file(rel)?;
-    let (file, stat) = (Arc::new(file), FileStat::from(&meta));
-    root.keep(rel, &file, &stat);
-    opened(file, &stat, prefetch, |file, buf| {
+    let kept = Kept::new(rel, Arc::new(file), FileStat::from(&meta));
+    root.keep(rel, &kept);
+    opened(kept, prefetch, |file, buf| {
         std::os::unix::fs::FileExt::read_at(file, buf, 0).map_err(PathError::Io)
     })
 }
@@ -52,12 +53,12 @@ fn open_inline(
     rel: &RelPath,
     prefetch: bool,
 ) -> Option<Result<Opened, PathError>> {
-    let (file, stat) = match root.open_file_cached(rel) {
-        Ok(Some(opened)) => opened,
+    let kept = match root.open_file_cached(rel) {
+        Ok(Some(kept)) => kept,
         Ok(None) => return None,
         Err(e) => return Some(Err(e)),
     };
-    Some(opened(file, &stat, prefetch, |file, buf| {
+    Some(opened(kept, prefetch, |file, buf| {
         let read = rustix::io::preadv2(
             file,
             &mut [std::io::IoSliceMut::new(buf)],
@@ -70,16 +71,14 @@ fn open_inline(
 }
 
 fn opened(
-    file: Arc<File>,
-    stat: &FileStat,
+    kept: Kept,
     prefetch: bool,
     read: impl FnOnce(&File, &mut [u8]) -> Result<usize, PathError>,
 ) -> Result<Opened, PathError> {
-    let len = stat.len;
-    let validators = Validators::new(len, stat.modified, stat.ino);
+    let len = kept.stat.len;
     let small = if prefetch && len <= CHUNK as u64 {
         let mut buf = vec![0; len as usize];
-        let n = read(&file, &mut buf)?;
+        let n = read(&kept.file, &mut buf)?;
         // A short read means the file changed under us, or the page cache
         // holds only part of it; stream it instead.
         (n == buf.len()).then(|| Bytes::from(buf))
@@ -87,9 +86,8 @@ fn opened(
         None
     };
     Ok(Opened {
-        file,
-        len,
-        validators,
+        file: kept.file,
+        representation: kept.representation,
         small,
     })
 }
@@ -103,7 +101,6 @@ pub async fn serve(
     sendfile: Option<Pending>,
 ) -> Response<Body> {
     let prefetch = method == Method::GET;
-    let file_name = rel.file_name().to_vec();
     let opened = match open_inline(&root, &rel, prefetch) {
         Some(Ok(opened)) => opened,
         Some(Err(e)) => return path_error(&e),
@@ -115,22 +112,22 @@ pub async fn serve(
     };
     let Opened {
         file,
-        len,
-        validators,
+        representation: rep,
         small,
     } = opened;
+    let len = rep.len;
 
-    let mut builder = Response::builder()
-        .header(header::ETAG, validators.etag_header())
-        .header(header::LAST_MODIFIED, validators.last_modified_header())
-        .header(header::CACHE_CONTROL, cache_control);
+    // One allocation for every header a download can carry.
+    let mut response = Response::new(Body::empty());
+    let h = response.headers_mut();
+    h.reserve(12);
+    h.insert(header::ETAG, rep.validators.etag_header());
+    h.insert(header::LAST_MODIFIED, rep.validators.last_modified_header());
+    h.insert(header::CACHE_CONTROL, cache_control);
 
-    let honor_range = match conditional::evaluate(method, headers, &validators) {
+    let honor_range = match conditional::evaluate(method, headers, &rep.validators) {
         Outcome::NotModified => {
-            let response = builder
-                .status(StatusCode::NOT_MODIFIED)
-                .body(Body::empty())
-                .expect("static headers are valid");
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
         Outcome::Failed => {
@@ -143,13 +140,13 @@ pub async fn serve(
         _ => RangeDecision::Full,
     };
 
-    let content_type = mime_guess::from_path(String::from_utf8_lossy(&file_name).as_ref())
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    builder = builder
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::CONTENT_DISPOSITION, content_disposition(&file_name));
+    let h = response.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CONTENT_DISPOSITION, rep.disposition.clone());
 
     let source = match small {
         Some(bytes) => Source::Memory(bytes),
@@ -166,39 +163,39 @@ pub async fn serve(
         }
         RangeDecision::Full => (
             StatusCode::OK,
-            content_type.to_owned(),
+            rep.content_type.clone(),
             vec![source.part(0..len)],
         ),
         RangeDecision::Partial(ranges) if ranges.len() == 1 => {
             let r = &ranges[0];
-            builder = builder.header(header::CONTENT_RANGE, content_range(r, len));
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range(r, len)).expect("digits"),
+            );
             (
                 StatusCode::PARTIAL_CONTENT,
-                content_type.to_owned(),
+                rep.content_type.clone(),
                 vec![source.part(r.clone())],
             )
         }
         RangeDecision::Partial(ranges) => {
             let boundary = hex::encode(rand::random::<[u8; 12]>());
-            let parts = multipart(&source, &ranges, len, content_type, &boundary);
-            (
-                StatusCode::PARTIAL_CONTENT,
-                format!("multipart/byteranges; boundary={boundary}"),
-                parts,
-            )
+            let inner = rep.content_type.to_str().expect("a MIME type is ASCII");
+            let parts = multipart(&source, &ranges, len, inner, &boundary);
+            let outer = format!("multipart/byteranges; boundary={boundary}");
+            let outer = HeaderValue::from_str(&outer).expect("hex boundary");
+            (StatusCode::PARTIAL_CONTENT, outer, parts)
         }
     };
     let body_len: u64 = parts.iter().map(Part::len).sum();
-    builder = builder
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CONTENT_LENGTH, body_len);
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::parts(source.file(), parts).sendfile(sendfile)
-    };
-    builder.body(body).expect("headers are valid")
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    if method != Method::HEAD {
+        *response.body_mut() = Body::parts(source.file(), parts).sendfile(sendfile);
+    }
+    response
 }
 
 enum Source {

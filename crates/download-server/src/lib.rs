@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod open_files;
 pub mod range;
+pub mod representation;
 pub mod response;
 pub mod root;
 pub mod scenarios;

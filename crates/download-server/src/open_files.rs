@@ -16,6 +16,9 @@
 //! also pins the path's dentries, so on a hit the `statx` finds them cached
 //! and does not wait on the disk.
 //!
+//! Each entry also keeps the file's response headers
+//! ([`Representation`]), reused while the `statx` reads the same.
+//!
 //! Bounds: at most `capacity` descriptors (by default a quarter of
 //! RLIMIT_NOFILE, at most 1,024, so connections keep the rest), each
 //! dropped after [`IDLE`] unused, which is also how soon a deleted file's
@@ -26,6 +29,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::representation::Representation;
 use crate::root::{FileStat, RelPath, ServeRoot};
 
 /// How long an unused entry keeps its descriptor (nginx's `inactive`).
@@ -34,11 +38,33 @@ pub const IDLE: Duration = Duration::from_secs(20);
 /// Most descriptors the cache holds by default, whatever RLIMIT_NOFILE.
 const MAX_DEFAULT: usize = 1024;
 
+/// A file opened beneath the root, with its metadata as of now and the
+/// headers that go with it.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub file: Arc<File>,
+    pub stat: FileStat,
+    pub representation: Arc<Representation>,
+}
+
+impl Kept {
+    /// `file`, just opened for `rel`, as `stat` describes it.
+    pub fn new(rel: &RelPath, file: Arc<File>, stat: FileStat) -> Self {
+        let representation = Arc::new(Representation::new(rel.file_name(), &stat));
+        Self {
+            file,
+            stat,
+            representation,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     file: Arc<File>,
     dev: u64,
     ino: u64,
+    representation: Arc<Representation>,
 }
 
 pub struct OpenFiles {
@@ -71,27 +97,39 @@ impl OpenFiles {
         (soft / 4).min(MAX_DEFAULT as u64) as usize
     }
 
-    /// The cached file of `rel` and its metadata now, if `rel` still names
-    /// it; a stale entry is dropped.
-    pub fn get(&self, root: &ServeRoot, rel: &RelPath) -> Option<(Arc<File>, FileStat)> {
+    /// The cached file of `rel`, its metadata now and its headers, if
+    /// `rel` still names it; a stale entry is dropped. A file changed in
+    /// place gets its headers worked out afresh, and kept.
+    pub fn get(&self, root: &ServeRoot, rel: &RelPath) -> Option<Kept> {
         let entry = self.cache.get(rel.as_bytes())?;
-        match root.stat_path(rel) {
-            Ok(stat) if stat.dev == entry.dev && stat.ino == entry.ino => Some((entry.file, stat)),
+        let stat = match root.stat_path(rel) {
+            Ok(stat) if stat.dev == entry.dev && stat.ino == entry.ino => stat,
             _ => {
                 self.cache.invalidate(rel.as_bytes());
-                None
+                return None;
             }
+        };
+        if entry.representation.describes(&stat) {
+            return Some(Kept {
+                file: entry.file,
+                stat,
+                representation: entry.representation,
+            });
         }
+        let kept = Kept::new(rel, entry.file, stat);
+        self.insert(rel, &kept);
+        Some(kept)
     }
 
-    /// Keeps `file`, just opened beneath the root, for `rel`.
-    pub fn insert(&self, rel: &RelPath, file: &Arc<File>, stat: &FileStat) {
+    /// Keeps `kept`, just opened beneath the root, for `rel`.
+    pub fn insert(&self, rel: &RelPath, kept: &Kept) {
         self.cache.insert(
             rel.as_bytes().to_vec(),
             Entry {
-                file: Arc::clone(file),
-                dev: stat.dev,
-                ino: stat.ino,
+                file: Arc::clone(&kept.file),
+                dev: kept.stat.dev,
+                ino: kept.stat.ino,
+                representation: Arc::clone(&kept.representation),
             },
         );
     }
@@ -127,9 +165,9 @@ mod tests {
 
     fn open_and_keep(root: &ServeRoot, cache: &OpenFiles, rel: &RelPath) -> Arc<File> {
         let (file, meta) = root.open_file(rel).unwrap();
-        let file = Arc::new(file);
-        cache.insert(rel, &file, &FileStat::from(&meta));
-        file
+        let kept = Kept::new(rel, Arc::new(file), FileStat::from(&meta));
+        cache.insert(rel, &kept);
+        kept.file
     }
 
     /// A hit is the same open file, with the length as it is now.
@@ -144,9 +182,13 @@ mod tests {
             .open(dir.path().join("a"))
             .unwrap();
         f.write_all(b" and more").unwrap();
-        let (file, stat) = cache.get(&root, &rel).expect("a hit");
-        assert!(Arc::ptr_eq(&file, &kept));
-        assert_eq!(stat.len, b"first and more".len() as u64);
+        let hit = cache.get(&root, &rel).expect("a hit");
+        assert!(Arc::ptr_eq(&hit.file, &kept));
+        assert_eq!(hit.stat.len, b"first and more".len() as u64);
+        // The headers are the file's as it is now, and kept for the next.
+        assert_eq!(hit.representation.len, hit.stat.len);
+        let again = cache.get(&root, &rel).expect("a hit");
+        assert!(Arc::ptr_eq(&again.representation, &hit.representation));
     }
 
     /// A rename over the path, or its removal, is a miss: the old file is

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
-use crate::open_files::OpenFiles;
+use crate::open_files::{Kept, OpenFiles};
 use rustix::io::Errno;
 
 /// Why a URL path or an open was refused; each maps to one status code.
@@ -233,10 +233,10 @@ impl ServeRoot {
         self.open_files.as_ref().map_or(0, OpenFiles::len)
     }
 
-    /// Keeps `file`, opened by [`ServeRoot::open_file`] for `rel`.
-    pub fn keep(&self, rel: &RelPath, file: &Arc<File>, stat: &FileStat) {
+    /// Keeps `kept`, opened by [`ServeRoot::open_file`] for `rel`.
+    pub fn keep(&self, rel: &RelPath, kept: &Kept) {
         if let Some(open) = &self.open_files {
-            open.insert(rel, file, stat);
+            open.insert(rel, kept);
         }
     }
 
@@ -293,10 +293,7 @@ impl ServeRoot {
     /// the kernel lacks the flag: then open on the blocking pool (and
     /// [`ServeRoot::keep`] the file). The fstat that follows an open reads
     /// the inode the open just loaded, so it cannot wait either.
-    pub fn open_file_cached(
-        &self,
-        rel: &RelPath,
-    ) -> Result<Option<(Arc<File>, FileStat)>, PathError> {
+    pub fn open_file_cached(&self, rel: &RelPath) -> Result<Option<Kept>, PathError> {
         if rel.is_root() {
             return Err(PathError::NotRegular);
         }
@@ -317,9 +314,9 @@ impl ServeRoot {
         if !meta.is_file() {
             return Err(PathError::NotRegular);
         }
-        let (file, stat) = (Arc::new(file), FileStat::from(&meta));
-        self.keep(rel, &file, &stat);
-        Ok(Some((file, stat)))
+        let kept = Kept::new(rel, Arc::new(file), FileStat::from(&meta));
+        self.keep(rel, &kept);
+        Ok(Some(kept))
     }
 
     /// Checks that `rel` is a directory beneath the root and returns its real
@@ -458,8 +455,8 @@ mod tests {
         let open = |p: &str| r.open_file_cached(&RelPath::from_url(p).unwrap());
         // Resolved once, so the dentries are cached.
         r.open_file(&RelPath::from_url("ok").unwrap()).unwrap();
-        let (_, stat) = open("ok").unwrap().expect("a cached path opens inline");
-        assert_eq!(stat.len, 1);
+        let kept = open("ok").unwrap().expect("a cached path opens inline");
+        assert_eq!(kept.stat.len, 1);
         for _ in 0..2 {
             // Twice: the first lookup may only populate the cache.
             let _ = open("out");
@@ -474,7 +471,7 @@ mod tests {
         assert!(matches!(open_with(&r, "ok"), Ok(None)));
     }
 
-    fn open_with(r: &ServeRoot, p: &str) -> Result<Option<(Arc<File>, FileStat)>, PathError> {
+    fn open_with(r: &ServeRoot, p: &str) -> Result<Option<Kept>, PathError> {
         r.open_file_cached(&RelPath::from_url(p).unwrap())
     }
 }
