@@ -44,6 +44,25 @@ pub struct Server {
     config: Config,
 }
 
+/// Connections the kernel queues before they are accepted; it caps this at
+/// `net.core.somaxconn` (4096 on current kernels). `TcpListener::bind`
+/// asks for 128, and a thousand clients connecting at once then lose SYNs
+/// and wait a second to retry; nginx asks for 511.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// `TcpListener::bind` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restarted server rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.check().map_err(ServerError::Config)?;
@@ -57,13 +76,10 @@ impl Server {
                     .open_file_cache
                     .unwrap_or_else(crate::open_files::OpenFiles::default_capacity),
             );
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let app = Arc::new(App::new(&config, root));
         Ok(Self {
             listener,
