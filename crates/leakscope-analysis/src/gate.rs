@@ -15,38 +15,33 @@
 //! - a limit with no source to check it against is named, not silently
 //!   passed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::{describe, Analysis, Axis, Estimate, MetricAnalysis, MetricId, Verdict};
+use crate::{describe, Analysis, Axis, Estimate, Gate, MetricAnalysis, MetricId, Verdict, METRICS};
 
 /// The version of [`CheckReport`]'s JSON.
 pub const CHECK_SCHEMA: u32 = 1;
 
 /// Per-request limits of the gate, each finite and non-negative.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
-    /// Bytes of heap a LEAK may add per request.
-    pub heap: f64,
-    /// Bytes of RSS a LEAK may add per request, gated when there are no
-    /// heap figures.
-    pub rss: f64,
-    pub fds: f64,
-    pub tasks: f64,
+    /// The most a LEAK may add per request, by gated metric (bytes for
+    /// heap and RSS, a count for fds and tasks); a gated metric not named
+    /// is held to 0: any LEAK fails.
+    pub per_request: BTreeMap<MetricId, f64>,
     /// INCONCLUSIVE on a gated metric passes instead of failing.
     pub allow_inconclusive: bool,
 }
 
 impl Limits {
+    /// The limit of a gated metric; `None` for one the gate does not hold.
     pub fn of(&self, id: MetricId) -> Option<f64> {
-        match id {
-            MetricId::Heap => Some(self.heap),
-            MetricId::Rss => Some(self.rss),
-            MetricId::Fds => Some(self.fds),
-            MetricId::Tasks => Some(self.tasks),
-            MetricId::Alloc => None,
-        }
+        id.def()
+            .gate
+            .map(|_| self.per_request.get(&id).copied().unwrap_or(0.0))
     }
 }
 
@@ -135,15 +130,22 @@ pub struct Unchecked {
     pub why: String,
 }
 
-/// The metrics the gate holds to a limit: heap, tasks and fds, and RSS when
-/// heap is absent (with heap figures, RSS adds the allocator's retention to
-/// the same bytes).
+/// The metrics the gate holds to a limit: those with a [`Gate`] in the
+/// table, less those that stand in for a metric this run has figures of
+/// (RSS, when heap is there).
 fn gated(a: &Analysis) -> Vec<MetricId> {
-    let mut ids = vec![MetricId::Heap, MetricId::Tasks, MetricId::Fds];
-    if a.of(MetricId::Heap).is_none() {
-        ids.push(MetricId::Rss);
-    }
-    ids
+    METRICS
+        .iter()
+        .filter(|d| match d.gate {
+            Some(Gate {
+                unless: Some(other),
+                ..
+            }) => a.of(other).is_none(),
+            Some(_) => true,
+            None => false,
+        })
+        .map(|d| d.id)
+        .collect()
 }
 
 pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use attribution::Attribution;
 pub use ceiling::{Exhaustion, Forecast};
-pub use metrics::{Ceiling, CeilingKind, MetricDef, MetricId, Source, METRICS};
+pub use metrics::{Ceiling, CeilingKind, Gate, MetricDef, MetricId, Source, METRICS};
 pub use series::{Axis, Point, Unit, Work};
 pub use trend::{Fit, IdleEvidence, Judgement, Verdict};
 

@@ -1,6 +1,6 @@
 //! The metric vocabulary: one typed table that the analysis, `check`, the
 //! report and xtask all iterate over, so a metric's id, title, unit, noise
-//! floor, source and ceiling are said once.
+//! floor, source, ceiling and gate (with its `check` flag) are said once.
 //!
 //! The floors are physical, not fitted to any data: a MiB of heap is below
 //! one jemalloc arena's caches; RSS moves in larger steps (pages, arenas,
@@ -146,6 +146,22 @@ pub struct MetricDef {
     /// The metric's value in one sample (for `alloc`, the cumulative
     /// counter the rate is the slope of).
     pub value: fn(&Sample) -> Option<f64>,
+    /// How `leakscope check` holds it to a limit; `None`: not gated.
+    pub gate: Option<Gate>,
+}
+
+/// A gated metric: `check` fails a LEAK growing faster than the limit per
+/// request (0, any LEAK, unless the flag raises it), an EXHAUSTED, and an
+/// INCONCLUSIVE unless allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    /// `check`'s flag for the limit, in the metric's unit (a size such as
+    /// `1KiB` for bytes, a number for counts).
+    pub flag: &'static str,
+    /// Gated only while this metric has no figures: RSS stands in for
+    /// heap, since with heap figures it adds the allocator's retention to
+    /// the same bytes.
+    pub unless: Option<MetricId>,
 }
 
 pub const METRICS: &[MetricDef] = &[
@@ -159,6 +175,10 @@ pub const METRICS: &[MetricDef] = &[
         ceiling: Some(CeilingKind::Memory),
         rate: false,
         value: |s| s.heap.as_ref()?.allocated.map(|v| v as f64),
+        gate: Some(Gate {
+            flag: "max-heap-per-request",
+            unless: None,
+        }),
     },
     MetricDef {
         id: MetricId::Rss,
@@ -170,6 +190,10 @@ pub const METRICS: &[MetricDef] = &[
         ceiling: Some(CeilingKind::Memory),
         rate: false,
         value: |s| s.proc.as_ref().map(|p| p.rss_bytes as f64),
+        gate: Some(Gate {
+            flag: "max-rss-per-request",
+            unless: Some(MetricId::Heap),
+        }),
     },
     MetricDef {
         id: MetricId::Tasks,
@@ -181,6 +205,10 @@ pub const METRICS: &[MetricDef] = &[
         ceiling: None,
         rate: false,
         value: |s| s.tasks.as_ref().map(|c| c.live_tasks as f64),
+        gate: Some(Gate {
+            flag: "max-tasks-per-request",
+            unless: None,
+        }),
     },
     MetricDef {
         id: MetricId::Fds,
@@ -192,6 +220,10 @@ pub const METRICS: &[MetricDef] = &[
         ceiling: Some(CeilingKind::OpenFiles),
         rate: false,
         value: |s| s.proc.as_ref().map(|p| p.fds as f64),
+        gate: Some(Gate {
+            flag: "max-fds-per-request",
+            unless: None,
+        }),
     },
     MetricDef {
         id: MetricId::Alloc,
@@ -203,6 +235,7 @@ pub const METRICS: &[MetricDef] = &[
         ceiling: None,
         rate: true,
         value: |s| s.heap.as_ref()?.allocated_bytes_total.map(|v| v as f64),
+        gate: None,
     },
 ];
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use leakscope_analysis::{analyze, gate, Analysis, Axis, IdleEvidence, Verdict, Work};
+use leakscope_analysis::{analyze, gate, Analysis, Axis, IdleEvidence, MetricId, Verdict, Work};
 use leakscope_rundir::{
     HeapSample, Host, LoadSample, Meta, ProcSample, RunWriter, Sample, SCHEMA_VERSION,
 };
@@ -118,10 +118,7 @@ fn gate(a: &Analysis) -> gate::CheckReport {
     gate::check(
         a,
         &gate::Limits {
-            heap: 1024.0,
-            rss: 1024.0,
-            fds: 0.0,
-            tasks: 0.0,
+            per_request: [(MetricId::Heap, 1024.0), (MetricId::Rss, 1024.0)].into(),
             allow_inconclusive: false,
         },
     )

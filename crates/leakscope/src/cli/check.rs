@@ -7,28 +7,17 @@ use bytesize::ByteSize;
 use clap::Args;
 use std::io::Write;
 
-use leakscope_analysis::{describe, gate, Analysis};
+use leakscope_analysis::{describe, gate, Analysis, Gate, MetricDef, MetricId, Unit, METRICS};
 use leakscope_rundir::{Meta, UnixMs};
+use std::collections::BTreeMap;
 
 #[derive(Args)]
 pub struct CheckArgs {
     /// The run directory to judge.
     pub run: PathBuf,
-    /// Most heap a LEAK may add per request before the gate fails. A LEAK
-    /// already means growth in step with the work that stayed once idle,
-    /// so by default any of it fails; raise this to tolerate a known one.
-    #[arg(long, default_value = "0", value_name = "SIZE")]
-    pub max_heap_per_request: ByteSize,
-    /// Most RSS a LEAK may add per request; gated only when the run has no
-    /// heap figures (no agent), since RSS adds allocator retention to them.
-    #[arg(long, default_value = "0", value_name = "SIZE")]
-    pub max_rss_per_request: ByteSize,
-    /// Most fds a LEAK may add per request.
-    #[arg(long, default_value_t = 0.0, value_name = "N", value_parser = limit)]
-    pub max_fds_per_request: f64,
-    /// Most live tasks a LEAK may add per request.
-    #[arg(long, default_value_t = 0.0, value_name = "N", value_parser = limit)]
-    pub max_tasks_per_request: f64,
+    /// `--max-METRIC-per-request`, one per gated metric of the table.
+    #[command(flatten)]
+    pub limits: GateFlags,
     /// Let INCONCLUSIVE on a gated metric pass (it fails by default: a
     /// verdict that could not be reached is not a pass).
     #[arg(long)]
@@ -38,9 +27,73 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-/// A per-request limit: a finite, non-negative number. NaN would compare
-/// false against every slope and pass every leak.
-fn limit(s: &str) -> Result<f64, String> {
+/// `check`'s limit flags, made from the metric table
+/// ([`leakscope_analysis::Gate`]): a metric gains its flag with its row.
+/// Each defaults to 0, so any LEAK fails: a LEAK already means growth in
+/// step with the work that stayed once idle; raise a limit to tolerate a
+/// known one.
+pub struct GateFlags(BTreeMap<MetricId, f64>);
+
+fn gates() -> impl Iterator<Item = (&'static MetricDef, Gate)> {
+    METRICS.iter().filter_map(|d| d.gate.map(|g| (d, g)))
+}
+
+impl clap::FromArgMatches for GateFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(
+            gates()
+                .map(|(d, g)| (d.id, m.get_one::<f64>(g.flag).copied().unwrap_or(0.0)))
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for GateFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        gates().fold(cmd, |cmd, (d, g)| {
+            let unit = d.unit;
+            let (value_name, kind) = match unit {
+                Unit::Bytes => ("SIZE", "bytes, such as 1KiB"),
+                _ => ("N", "a number"),
+            };
+            let mut help = format!("Most {} a LEAK may add per request ({kind})", d.title);
+            if let Some(other) = g.unless {
+                help += &format!(
+                    "; gated only when the run has no {} figures",
+                    other.def().title
+                );
+            }
+            cmd.arg(
+                clap::Arg::new(g.flag)
+                    .long(g.flag)
+                    .value_name(value_name)
+                    .default_value("0")
+                    .help(help)
+                    .value_parser(move |s: &str| limit(unit, s)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// A per-request limit in the metric's unit: a finite, non-negative
+/// number, or a size for bytes. NaN would compare false against every
+/// slope and pass every leak.
+fn limit(unit: Unit, s: &str) -> Result<f64, String> {
+    if unit == Unit::Bytes {
+        return s
+            .parse::<ByteSize>()
+            .map(|b| b.as_u64() as f64)
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
     let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{s:?} is not a finite number ≥ 0"));
@@ -59,10 +112,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         }
     };
     let limits = gate::Limits {
-        heap: args.max_heap_per_request.as_u64() as f64,
-        rss: args.max_rss_per_request.as_u64() as f64,
-        fds: args.max_fds_per_request,
-        tasks: args.max_tasks_per_request,
+        per_request: args.limits.0,
         allow_inconclusive: args.allow_inconclusive,
     };
     let report = gate::check(&a, &limits);
@@ -173,4 +223,43 @@ fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
         writeln!(out, "FAIL: {}", b.why)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn parse(args: &[&str]) -> Result<GateFlags, clap::Error> {
+        let cmd = GateFlags::augment_args(clap::Command::new("check"));
+        let m = cmd.try_get_matches_from(std::iter::once("check").chain(args.iter().copied()))?;
+        GateFlags::from_arg_matches(&m)
+    }
+
+    /// Each gated row of the table is a flag, in its metric's unit, and
+    /// the rest of the table is not.
+    #[test]
+    fn every_gated_metric_has_its_flag_and_a_limit_in_its_unit() {
+        let flags = parse(&[
+            "--max-heap-per-request",
+            "1KiB",
+            "--max-fds-per-request",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(flags.0[&MetricId::Heap], 1024.0);
+        assert_eq!(flags.0[&MetricId::Fds], 0.5);
+        assert_eq!(flags.0[&MetricId::Tasks], 0.0, "unset is 0: any LEAK fails");
+        let gated: Vec<MetricId> = gates().map(|(d, _)| d.id).collect();
+        assert_eq!(flags.0.keys().copied().collect::<Vec<_>>(), gated);
+        assert!(!flags.0.contains_key(&MetricId::Alloc));
+        for bad in ["NaN", "-1", "inf"] {
+            assert!(
+                parse(&["--max-fds-per-request", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
+        assert!(parse(&["--max-rss-per-request", "lots"]).is_err());
+        assert!(parse(&["--max-alloc-per-request", "1"]).is_err());
+    }
 }
