@@ -228,11 +228,6 @@ impl ServeRoot {
         }
     }
 
-    /// Files kept open now.
-    pub fn open_files_held(&self) -> u64 {
-        self.open_files.as_ref().map_or(0, OpenFiles::len)
-    }
-
     /// Keeps `kept`, opened by [`ServeRoot::open_file`] for `rel`.
     pub fn keep(&self, rel: &RelPath, kept: &Kept) {
         if let Some(open) = &self.open_files {
