@@ -3,7 +3,11 @@
 //! ```text
 //! RUN_DIR/
 //!   meta.json       what was recorded, how, and how the target ended
-//!   samples.jsonl   one JSON object per tick, appended and flushed per tick
+//!   samples.jsonl   one JSON object per tick, appended and flushed per tick:
+//!                   the live segment, at most SEAL_EVERY lines
+//!   samples.jsonl.gz the sealed segments: every SEAL_EVERY ticks the live
+//!                   segment is gzipped as one more member of this file and
+//!                   the live file starts again (a day at 4 Hz: ~20 MB)
 //!   profiles/       heap profiles (gzipped pprof) named by tick
 //!   target.log      the target's output (`run` only)
 //!   dhat-heap.json  dhat's profile, when the target wrote one here
@@ -24,6 +28,7 @@
 //! This crate does file I/O only: no network, no clock beyond what callers
 //! pass in, so the report side can depend on it freely.
 
+mod decimate;
 mod human;
 mod meta;
 mod reader;
@@ -31,12 +36,13 @@ mod sample;
 mod tasks;
 mod writer;
 
+pub use decimate::MAX_SAMPLES;
 pub use human::UnixMs;
 pub use meta::{Host, Limits, Meta, SourceInfo, SourceName, TargetEnd};
 pub use reader::{read_task_dump, Run, Warning};
 pub use sample::{HeapSample, LoadSample, ProcSample, Sample, SourceError, TaskSample, TaskSource};
 pub use tasks::{ParkedGroup, StackFrame, TaskDump, TaskSite, TaskSites};
-pub use writer::RunWriter;
+pub use writer::{RunWriter, SEAL_EVERY};
 
 /// The schema this build writes, and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -48,8 +54,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum RunFile {
     /// What was recorded, how, and how the target ended.
     Meta,
-    /// One JSON object per tick.
+    /// One JSON object per tick: the live segment.
     Samples,
+    /// The sealed segments, gzipped, one gzip member per segment.
+    SealedSamples,
     /// The directory of heap profiles (see [`profile_name`]).
     Profiles,
     /// The target's output, when leakscope started it (`run`).
@@ -64,9 +72,10 @@ pub enum RunFile {
 }
 
 impl RunFile {
-    pub const ALL: [RunFile; 6] = [
+    pub const ALL: [RunFile; 7] = [
         RunFile::Meta,
         RunFile::Samples,
+        RunFile::SealedSamples,
         RunFile::Profiles,
         RunFile::TargetLog,
         RunFile::DhatHeap,
@@ -78,6 +87,7 @@ impl RunFile {
         match self {
             RunFile::Meta => "meta.json",
             RunFile::Samples => "samples.jsonl",
+            RunFile::SealedSamples => "samples.jsonl.gz",
             RunFile::Profiles => "profiles",
             RunFile::TargetLog => "target.log",
             RunFile::DhatHeap => "dhat-heap.json",
@@ -101,6 +111,7 @@ impl std::fmt::Display for RunFile {
 // (`"{SAMPLES_FILE} line {line}"`) and patterns.
 pub const META_FILE: &str = RunFile::Meta.name();
 pub const SAMPLES_FILE: &str = RunFile::Samples.name();
+pub const SEALED_SAMPLES_FILE: &str = RunFile::SealedSamples.name();
 pub const PROFILES_DIR: &str = RunFile::Profiles.name();
 pub const TARGET_LOG: &str = RunFile::TargetLog.name();
 pub const DHAT_FILE: &str = RunFile::DhatHeap.name();

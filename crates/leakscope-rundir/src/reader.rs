@@ -3,7 +3,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::{Meta, RunDirError, RunFile, Sample, META_FILE, SAMPLES_FILE, SCHEMA_VERSION};
+use crate::decimate::Decimator;
+use crate::{
+    Meta, RunDirError, RunFile, Sample, META_FILE, SAMPLES_FILE, SCHEMA_VERSION,
+    SEALED_SAMPLES_FILE,
+};
 
 /// A recording as read back.
 #[derive(Debug, Clone)]
@@ -21,6 +25,16 @@ pub enum Warning {
     TornLastLine { line: usize },
     /// The recording has no end time: the recorder did not finish it.
     Unfinished,
+    /// The sealed segments end in a cut-off member (the recorder stopped
+    /// while sealing): read up to it; the live segment still holds the rest.
+    TornSealed { after_line: usize },
+    /// A long run: every `stride`-th of its `ticks` samples was kept (see
+    /// [`crate::MAX_SAMPLES`]).
+    Thinned {
+        ticks: u64,
+        kept: usize,
+        stride: u64,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -33,6 +47,16 @@ impl std::fmt::Display for Warning {
             Warning::Unfinished => {
                 write!(f, "the recording was not finished (no end time in {META_FILE})")
             }
+            Warning::TornSealed { after_line } => write!(
+                f,
+                "{SEALED_SAMPLES_FILE} was cut off after line {after_line} (the recorder stopped while sealing); \
+                 the rest was read from {SAMPLES_FILE}"
+            ),
+            Warning::Thinned { ticks, kept, stride } => write!(
+                f,
+                "the run holds {ticks} samples; every {stride}th ({kept}) was analysed, evenly spaced, \
+                 to stay within memory: levels between them (a spike shorter than {stride} ticks) are not seen"
+            ),
         }
     }
 }
@@ -83,55 +107,135 @@ impl Run {
         if meta.ended_unix_ms.is_none() {
             warnings.push(Warning::Unfinished);
         }
-        let samples_path = RunFile::Samples.path(&dir);
-        let file = std::fs::File::open(&samples_path).map_err(|source| RunDirError::Io {
-            path: samples_path.clone(),
-            source,
-        })?;
-        let mut reader = BufReader::new(file);
-        let mut samples = Vec::new();
-        let mut line = Vec::new();
-        let mut number = 0;
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|source| RunDirError::Io {
-                    path: samples_path.clone(),
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            number += 1;
-            let complete = line.ends_with(b"\n");
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<Sample>(text) {
-                Ok(sample) => samples.push(sample),
-                // Only the last line can be torn, and only if it lacks its
-                // newline: anything else is damage, not an interrupted write.
-                Err(_) if !complete => {
-                    tracing::warn!(line = number, "skipping a torn last sample line");
-                    warnings.push(Warning::TornLastLine { line: number });
-                }
-                Err(e) => {
-                    return Err(RunDirError::Corrupt {
-                        path: samples_path,
-                        line: number,
-                        message: e.to_string(),
-                    })
-                }
-            }
-        }
+        let samples = read_samples(&dir, &mut warnings)?;
         Ok(Run {
             dir,
             meta,
             samples,
             warnings,
         })
+    }
+}
+
+/// The sealed segments, then the live one, through one [`Decimator`].
+fn read_samples(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Vec<Sample>, RunDirError> {
+    let mut dec = Decimator::new(crate::MAX_SAMPLES);
+    let mut last_sealed = None;
+    let sealed = RunFile::SealedSamples.path(dir);
+    match std::fs::File::open(&sealed) {
+        Ok(file) => {
+            let gz = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
+            last_sealed = read_sealed(gz, &sealed, &mut dec, warnings)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(RunDirError::Io {
+                path: sealed,
+                source,
+            })
+        }
+    }
+    let live = RunFile::Samples.path(dir);
+    let file = std::fs::File::open(&live).map_err(|source| RunDirError::Io {
+        path: live.clone(),
+        source,
+    })?;
+    read_live(BufReader::new(file), &live, last_sealed, &mut dec, warnings)?;
+    let (ticks, stride) = (dec.seen(), dec.stride());
+    let samples = dec.finish();
+    if stride > 1 {
+        warnings.push(Warning::Thinned {
+            ticks,
+            kept: samples.len(),
+            stride,
+        });
+    }
+    Ok(samples)
+}
+
+fn corrupt(path: &Path, line: usize) -> impl FnOnce(serde_json::Error) -> RunDirError + '_ {
+    move |e| RunDirError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        message: e.to_string(),
+    }
+}
+
+/// Every whole line of the sealed segments; returns the last one's `seq`.
+/// A member cut off by a crash ends the reading with a warning: the live
+/// segment was not yet emptied then, so it still holds those samples.
+fn read_sealed(
+    mut reader: impl BufRead,
+    path: &Path,
+    dec: &mut Decimator,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<u64>, RunDirError> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    let mut last_seq = None;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) if line.ends_with(b"\n") => {}
+            // A whole member always ends with its last line's newline.
+            Ok(_) | Err(_) => {
+                warnings.push(Warning::TornSealed { after_line: number });
+                break;
+            }
+        }
+        number += 1;
+        let text = &line[..line.len() - 1];
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let sample: Sample = serde_json::from_slice(text).map_err(corrupt(path, number))?;
+        last_seq = Some(sample.seq);
+        dec.push(sample);
+    }
+    Ok(last_seq)
+}
+
+/// The live segment: samples a crash left both sealed and live (`seq` at
+/// or before `after`) are skipped; a torn last line is skipped with a
+/// warning.
+fn read_live(
+    mut reader: impl BufRead,
+    path: &Path,
+    after: Option<u64>,
+    dec: &mut Decimator,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), RunDirError> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| RunDirError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let complete = line.ends_with(b"\n");
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Sample>(text) {
+            Ok(s) if after.is_some_and(|a| s.seq <= a) => {}
+            Ok(s) => dec.push(s),
+            // Only the last line can be torn, and only if it lacks its
+            // newline: anything else is damage, not an interrupted write.
+            Err(_) if !complete => {
+                tracing::warn!(line = number, "skipping a torn last sample line");
+                warnings.push(Warning::TornLastLine { line: number });
+            }
+            Err(e) => return Err(corrupt(path, number)(e)),
+        }
     }
 }
 

@@ -64,6 +64,13 @@ pub struct ProcSample {
     pub fds_by_kind: BTreeMap<String, u64>,
     /// The most-open file paths, with counts.
     pub top_files: Vec<(String, u64)>,
+    /// The most-open path patterns, with counts: every run of digits in a
+    /// path is `*`, so a leak of one fd per request to a new file each time
+    /// (`/var/log/app/req-1.log`, `req-2.log`, …) is one growing row
+    /// (`/var/log/app/req-*.log`) where `top_files` shows only ones.
+    /// Empty in runs written before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_file_patterns: Vec<(String, u64)>,
     /// TCP sockets by state (ESTABLISHED, CLOSE_WAIT, …).
     pub tcp_states: BTreeMap<String, u64>,
     /// The most common TCP endpoints with counts: "STATE local <- peer-ip"
