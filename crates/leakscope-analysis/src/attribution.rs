@@ -25,6 +25,8 @@ pub struct Attribution {
     /// parked at the end (the agent's task dump).
     pub parked: Vec<ParkedSite>,
     pub fd_kinds: Vec<Growth>,
+    /// Paths, or path patterns where one stands for many paths (see
+    /// [`grouped_paths`]).
     pub fd_paths: Vec<Growth>,
     pub tcp_states: Vec<Growth>,
     pub sockets: Vec<Growth>,
@@ -48,6 +50,10 @@ pub struct Growth {
     pub before: f64,
     pub after: f64,
     pub growth: f64,
+    /// fd paths only: `key` is a pattern (every run of digits `*`) that
+    /// stands for more than one path, such as one log file per request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pattern: bool,
 }
 
 /// A growing spawn site and its top parked stacks.
@@ -100,6 +106,17 @@ pub fn growth(
     tail: &[&Sample],
     get: &dyn Fn(&Sample) -> Vec<(String, f64)>,
 ) -> Vec<Growth> {
+    let mut rows = all_growth(head, tail, get);
+    rows.truncate(TOP);
+    rows
+}
+
+/// [`growth`] without the cut to [`TOP`].
+fn all_growth(
+    head: &[&Sample],
+    tail: &[&Sample],
+    get: &dyn Fn(&Sample) -> Vec<(String, f64)>,
+) -> Vec<Growth> {
     let (b, a) = (medians(head, get), medians(tail, get));
     let mut rows: Vec<Growth> = a
         .iter()
@@ -110,15 +127,75 @@ pub fn growth(
                 before,
                 after: *after,
                 growth: after - before,
+                pattern: false,
             }
         })
         .filter(|g| g.growth > 0.0)
         .collect();
+    sort(&mut rows);
+    rows
+}
+
+/// Most growth first; ties by key, so the order is the same every time.
+fn sort(rows: &mut [Growth]) {
     rows.sort_by(|x, y| {
         y.growth
             .total_cmp(&x.growth)
             .then_with(|| x.key.cmp(&y.key))
     });
+}
+
+/// A path with every run of ASCII digits made `*`: the sampler's rule for
+/// [`leakscope_rundir::ProcSample::top_file_patterns`], so a path row can
+/// be matched to the pattern row it falls under.
+pub fn path_pattern(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_digits = false;
+    for c in path.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('*');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// fd paths that grew, grouped: a pattern row (digits made `*`) where it
+/// stands for more than one path, the plain path where it is one path (the
+/// pattern's figures equal that path's), and paths whose pattern the
+/// samples did not rank. A leak of one fd per request to a new file each
+/// time grows no path (each is open once) but grows its pattern.
+/// `patterns` empty (runs written before the sampler counted them): the
+/// paths alone.
+pub fn grouped_paths(files: Vec<Growth>, patterns: Vec<Growth>) -> Vec<Growth> {
+    let mut rows: Vec<Growth> = Vec::new();
+    for p in patterns.iter().filter(|p| p.growth > 0.0) {
+        let mut members = files.iter().filter(|f| path_pattern(&f.key) == p.key);
+        let one = match (members.next(), members.next()) {
+            (Some(f), None) => (f.before == p.before && f.after == p.after).then_some(f),
+            _ => None,
+        };
+        rows.push(match one {
+            Some(f) => f.clone(),
+            None => Growth {
+                pattern: true,
+                ..p.clone()
+            },
+        });
+    }
+    let ranked: BTreeSet<&str> = patterns.iter().map(|p| p.key.as_str()).collect();
+    rows.extend(
+        files
+            .iter()
+            .filter(|f| f.growth > 0.0 && !ranked.contains(path_pattern(&f.key).as_str()))
+            .cloned(),
+    );
+    sort(&mut rows);
     rows.truncate(TOP);
     rows
 }
@@ -229,12 +306,21 @@ pub fn attribute(
                 .map(|p| map(&p.fds_by_kind))
                 .unwrap_or_default()
         });
-        a.fd_paths = g(&|s| {
-            s.proc
-                .as_ref()
-                .map(|p| list(&p.top_files))
-                .unwrap_or_default()
-        });
+        let all = |get: &dyn Fn(&Sample) -> Vec<(String, f64)>| all_growth(head, tail, get);
+        a.fd_paths = grouped_paths(
+            all(&|s| {
+                s.proc
+                    .as_ref()
+                    .map(|p| list(&p.top_files))
+                    .unwrap_or_default()
+            }),
+            all(&|s| {
+                s.proc
+                    .as_ref()
+                    .map(|p| list(&p.top_file_patterns))
+                    .unwrap_or_default()
+            }),
+        );
         a.tcp_states = g(&|s| {
             s.proc
                 .as_ref()
@@ -316,4 +402,97 @@ fn parked_sites(dump: &leakscope_rundir::TaskDump, grew: &[Growth]) -> Vec<Parke
         .collect();
     out.sort_by_key(|s| std::cmp::Reverse(s.tasks));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, before: f64, after: f64) -> Growth {
+        Growth {
+            key: key.into(),
+            before,
+            after,
+            growth: after - before,
+            pattern: false,
+        }
+    }
+
+    #[test]
+    fn every_run_of_digits_is_one_star() {
+        assert_eq!(
+            path_pattern("/tmp/app-logs-4127/req-19950.log"),
+            "/tmp/app-logs-*/req-*.log"
+        );
+        assert_eq!(path_pattern("/srv/big.bin"), "/srv/big.bin");
+        assert_eq!(path_pattern("/dev/pts/0"), "/dev/pts/*");
+        assert_eq!(path_pattern("7"), "*");
+        assert_eq!(path_pattern(""), "");
+    }
+
+    /// One log file per request: no path grows (each is open once), the
+    /// pattern does, and it is what the row names.
+    #[test]
+    fn a_pattern_that_stands_for_many_paths_is_the_row() {
+        let files = vec![
+            row("/tmp/app-logs-7/req-1.log", 0.0, 1.0),
+            row("/tmp/app-logs-7/req-2.log", 0.0, 1.0),
+            row("/srv/big.bin", 1.0, 1.0),
+        ];
+        let patterns = vec![
+            row("/tmp/app-logs-*/req-*.log", 3.0, 19_953.0),
+            row("/srv/big.bin", 1.0, 1.0),
+        ];
+        let rows = grouped_paths(files, patterns);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].key, "/tmp/app-logs-*/req-*.log");
+        assert_eq!(rows[0].growth, 19_950.0);
+        assert!(rows[0].pattern);
+    }
+
+    /// A pattern whose figures are one path's is that path: a file with
+    /// digits in its name, or with none (the pattern is the path).
+    #[test]
+    fn a_pattern_of_one_path_keeps_the_plain_path() {
+        let files = vec![
+            row("/data/v2/big.bin", 1.0, 600.0),
+            row("/srv/index.html", 0.0, 40.0),
+        ];
+        let patterns = vec![
+            row("/data/v*/big.bin", 1.0, 600.0),
+            row("/srv/index.html", 0.0, 40.0),
+        ];
+        let rows = grouped_paths(files, patterns);
+        let keys: Vec<(&str, bool)> = rows.iter().map(|r| (r.key.as_str(), r.pattern)).collect();
+        assert_eq!(
+            keys,
+            [("/data/v2/big.bin", false), ("/srv/index.html", false)]
+        );
+    }
+
+    /// Two paths under one pattern are the pattern, even when one of them
+    /// did not grow: its figures are both paths'.
+    #[test]
+    fn two_paths_under_one_pattern_are_the_pattern() {
+        let files = vec![
+            row("/var/a-1.log", 0.0, 50.0),
+            row("/var/a-2.log", 5.0, 5.0),
+        ];
+        let patterns = vec![row("/var/a-*.log", 5.0, 55.0)];
+        let rows = grouped_paths(files, patterns);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].key.as_str(), rows[0].pattern),
+            ("/var/a-*.log", true)
+        );
+    }
+
+    /// Runs recorded before the sampler counted patterns: the paths, as
+    /// they were.
+    #[test]
+    fn without_patterns_the_paths_stand() {
+        let files = vec![row("/srv/big.bin", 1.0, 600.0), row("/srv/x", 3.0, 2.0)];
+        let rows = grouped_paths(files, Vec::new());
+        assert_eq!(rows, [row("/srv/big.bin", 1.0, 600.0)]);
+    }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::metrics::{Ceiling, CeilingKind};
+use crate::metrics::{Ceiling, CeilingKind, MetricId};
 use crate::series::Point;
+use crate::{describe, MetricAnalysis, Verdict};
 
 /// How close to its ceiling a metric must come to be at it: the larger of
 /// its noise floor and 1% of the ceiling. An exhausted process sits a few
@@ -53,6 +54,72 @@ pub const LOG_LINE_MAX: usize = 200;
 pub fn reached(points: &[Option<Point>], ceiling: f64, floor: f64) -> Option<usize> {
     let at = ceiling - margin(ceiling, floor);
     points.iter().position(|p| p.is_some_and(|p| p.y >= at))
+}
+
+/// One account per resource: the kinds of a metric (`fds.file`,
+/// `fds.socket`) under a whole that is EXHAUSTED are read at the sample it
+/// reached its ceiling. Judged alone, a kind pinned beside its exhausted
+/// total looks level and read BOUNDED, with a "per request in flight"
+/// figure that was only the ceiling over the concurrency.
+///
+/// - A kind drove the total when it grew from its baseline by more than
+///   the [`margin`] the ceiling is read with (and by its own floor): growth
+///   the slack could not hide. It reads EXHAUSTED and says so. Two kinds
+///   leaking in step both drove it; the sockets of the requests in flight
+///   did not.
+/// - No kind of an exhausted whole carries a per-request-in-flight figure.
+pub fn account_kinds(metrics: &mut [MetricAnalysis]) {
+    let wholes: Vec<(MetricId, Exhaustion, f64)> = metrics
+        .iter()
+        .filter(|m| m.id == m.metric.as_str())
+        .filter_map(|m| Some((m.metric, m.exhaustion.clone()?, m.floor)))
+        .collect();
+    for (id, e, floor) in wholes {
+        let slack = margin(e.ceiling.value, floor);
+        let title = id.def().title;
+        for m in metrics
+            .iter_mut()
+            .filter(|m| m.metric == id && m.id != id.as_str())
+        {
+            m.per_in_flight = None;
+            let growth = kind_growth(m, e.t);
+            if growth >= m.floor && growth > slack {
+                drove_total(m, &e, growth, title);
+            }
+        }
+    }
+}
+
+/// A kind's rise from its baseline to its level at `t` (the whole's first
+/// sample at its ceiling; the kinds are read from the same samples).
+fn kind_growth(m: &MetricAnalysis, t: f64) -> f64 {
+    let at = m.points.iter().rev().find(|p| p.t <= t).map(|p| p.y);
+    match (at, m.baseline) {
+        (Some(y), Some(b)) => y - b,
+        _ => 0.0,
+    }
+}
+
+/// A kind without whose growth its total would not have reached the
+/// ceiling: EXHAUSTED with the total, saying that it drove it there.
+fn drove_total(m: &mut MetricAnalysis, e: &Exhaustion, growth: f64, title: &str) {
+    let amount = |v| describe::amount(v, m.unit);
+    let reason = format!(
+        "drove the total to its limit: {} rose by {}, and {title} reached {} ({}) at {:.1} s",
+        m.title,
+        amount(growth),
+        e.ceiling.what,
+        amount(e.ceiling.value),
+        e.t
+    );
+    let Some(j) = m.judgement.as_mut() else {
+        return;
+    };
+    j.verdict = Verdict::Exhausted;
+    j.reason = reason;
+    // What it rules out belongs to a verdict that no longer stands.
+    j.detection_limit = None;
+    m.forecast = None;
 }
 
 /// How long until a LEAK reaches its ceiling at the rate it grew.

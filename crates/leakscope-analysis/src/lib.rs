@@ -223,6 +223,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         }
     }
     metrics.extend(fd_kinds(&frame));
+    ceiling::account_kinds(&mut metrics);
     let console_on = run
         .meta
         .sources
