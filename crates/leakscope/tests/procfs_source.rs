@@ -2,14 +2,18 @@
 //! opens itself) and a child that exits.
 
 use std::net::{TcpListener, TcpStream};
+use std::process::Child;
 
-use leakscope::sources::procfs::{ProcSource, ProcSourceError};
+use leakscope::sources::fdpattern::normalize;
+use leakscope::sources::procfs::{ProcSource, ProcSourceError, SocketWay};
+use leakscope_rundir::ProcSample;
 
 const CHILD_ENV: &str = "LEAKSCOPE_TEST_FD_CHILD";
 
 /// Not a test: the child process, when re-executed with `CHILD_ENV` set to
-/// "DIR PEER": opens 7 + 2 files, a pipe, a listener with 3 connections to
-/// itself, and 2 connections to PEER, which the parent closes (CLOSE_WAIT).
+/// "DIR PEER": opens 7 + 2 files, 5 per-request logs, a pipe, a unix socket
+/// pair, a listener with 3 connections to itself, and 2 connections to
+/// PEER, which the parent closes (CLOSE_WAIT).
 #[test]
 fn fd_child_process() {
     let Ok(arg) = std::env::var(CHILD_ENV) else {
@@ -23,7 +27,12 @@ fn fd_child_process() {
             keep.push(Box::new(std::fs::File::open(dir.join(name)).unwrap()));
         }
     }
+    for i in 1..=5 {
+        let log = dir.join("logs-12").join(format!("req-{i}.log"));
+        keep.push(Box::new(std::fs::File::create(log).unwrap()));
+    }
     keep.push(Box::new(std::io::pipe().unwrap()));
+    keep.push(Box::new(std::os::unix::net::UnixStream::pair().unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     for _ in 0..3 {
         let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -38,48 +47,83 @@ fn fd_child_process() {
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
 
+/// The child of [`fd_child_process`], ready, and its peer's two
+/// connections closed.
+struct FdChild {
+    child: Child,
+    dir: tempfile::TempDir,
+    peer_addr: std::net::SocketAddr,
+}
+
+impl FdChild {
+    fn spawn() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("served.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join("other.bin"), b"y").unwrap();
+        std::fs::create_dir(dir.path().join("logs-12")).unwrap();
+        let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "fd_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, format!("{} {peer_addr}", dir.path().display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("CHILD READY") {
+            line.clear();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        }
+        // The peer closes its ends: the child's two sockets go to CLOSE_WAIT.
+        for _ in 0..2 {
+            drop(peer.accept().unwrap());
+        }
+        FdChild {
+            child,
+            dir,
+            peer_addr,
+        }
+    }
+
+    /// A sample once both peer connections read CLOSE_WAIT (the kernel
+    /// moves them when the peer's FIN arrives, a moment after the close).
+    fn settled_sample(&self, source: &ProcSource) -> ProcSample {
+        let mut sample = source.sample().unwrap();
+        for _ in 0..50 {
+            if sample.tcp_states.get("CLOSE_WAIT") == Some(&2) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            sample = source.sample().unwrap();
+        }
+        sample
+    }
+}
+
+impl Drop for FdChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
-    let dir = tempfile::tempdir().unwrap();
+    let child = FdChild::spawn();
+    let (dir, peer_addr) = (&child.dir, child.peer_addr);
     let served = dir.path().join("served.bin");
-    std::fs::write(&served, b"x").unwrap();
-    std::fs::write(dir.path().join("other.bin"), b"y").unwrap();
-    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peer_addr = peer.local_addr().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fd_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{} {peer_addr}", dir.path().display()))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("CHILD READY") {
-        line.clear();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
-    }
-    // The peer closes its ends: the child's two sockets go to CLOSE_WAIT.
-    for _ in 0..2 {
-        drop(peer.accept().unwrap());
-    }
-    let source = ProcSource::new(child.id() as i32).unwrap();
-    let mut sample = source.sample().unwrap();
-    for _ in 0..50 {
-        if sample.tcp_states.get("CLOSE_WAIT") == Some(&2) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        sample = source.sample().unwrap();
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let source = ProcSource::new(child.child.id() as i32).unwrap();
+    // Root or not, our own namespace's sock_diag is open to us.
+    assert_eq!(source.socket_way(), SocketWay::Netlink);
+    let sample = child.settled_sample(&source);
 
     assert_eq!(
         sample.top_files[0],
@@ -89,8 +133,9 @@ fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
     assert!(sample
         .top_files
         .contains(&(other.to_str().unwrap().to_string(), 2)));
-    // 3 pairs to itself, its listener, 2 to the peer.
-    assert_eq!(sample.fds_by_kind.get("socket"), Some(&9), "{sample:?}");
+    // 3 pairs to itself, its listener, 2 to the peer, a unix pair.
+    assert_eq!(sample.fds_by_kind.get("socket"), Some(&11), "{sample:?}");
+    assert_eq!(sample.tcp_states.get("UNIX"), Some(&2), "{sample:?}");
     assert_eq!(sample.tcp_states.get("ESTABLISHED"), Some(&6), "{sample:?}");
     assert_eq!(sample.tcp_states.get("LISTEN"), Some(&1), "{sample:?}");
     assert_eq!(sample.tcp_states.get("CLOSE_WAIT"), Some(&2), "{sample:?}");
@@ -114,6 +159,31 @@ fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
     assert_eq!(sockets.get(listen.as_str()), Some(&1), "{sockets:?}");
     assert!(sample.rss_bytes > 0 && sample.peak_rss_bytes >= sample.rss_bytes);
     assert!(sample.threads >= 1);
+    // The five per-request logs, each path open once, are one pattern; the
+    // served file keeps its own row.
+    let logs = normalize(&format!("{}/logs-1/req-1.log", dir.path().display())).into_owned();
+    let patterns: std::collections::HashMap<&str, u64> = sample
+        .top_file_patterns
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(patterns.get(logs.as_str()), Some(&5), "{patterns:?}");
+}
+
+/// The netlink way and the `/proc/PID/net` way read the same sockets the
+/// same: states, endpoint rows and unix sockets alike.
+#[test]
+fn netlink_and_proc_net_read_the_same_sockets() {
+    let child = FdChild::spawn();
+    let pid = child.child.id() as i32;
+    let netlink = ProcSource::with_socket_way(pid, SocketWay::Netlink).unwrap();
+    let proc_net = ProcSource::with_socket_way(pid, SocketWay::ProcNet).unwrap();
+    let a = child.settled_sample(&netlink);
+    let b = child.settled_sample(&proc_net);
+    assert_eq!(a.tcp_states.get("CLOSE_WAIT"), Some(&2), "{a:?}");
+    assert_eq!(a.tcp_states, b.tcp_states);
+    assert_eq!(a.top_sockets, b.top_sockets);
+    assert_eq!(netlink.socket_way(), SocketWay::Netlink);
 }
 
 #[test]

@@ -62,12 +62,15 @@ impl AgentSource {
         struct Tasks {
             #[serde(default)]
             hooks: Option<TaskSites>,
+            #[serde(default)]
+            console_retention_ms: Option<u64>,
         }
         let t: Tasks = serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
             url: url.clone(),
             message: format!("not the agent's JSON: {e}"),
         })?;
         self.no_hooks.store(t.hooks.is_none(), Ordering::Relaxed);
+        let console_retention_ms = t.console_retention_ms;
         Ok(t.hooks.map(|h| TaskSample {
             source: TaskSource::AgentHooks,
             live_tasks: h.live,
@@ -80,6 +83,7 @@ impl AgentSource {
             by_name: Default::default(),
             dropped_events: 0,
             spawned_total: Some(h.spawned_total),
+            console_retention_ms,
         }))
     }
 

@@ -3,6 +3,9 @@
 
 pub mod agent;
 pub mod console;
+pub mod fdpattern;
 pub mod http;
 pub mod metrics;
 pub mod procfs;
+pub mod sockdiag;
+pub mod sockets;

@@ -2,15 +2,22 @@
 //!
 //! Memory, threads and CPU time from `/proc/PID/{status,stat}`; every open
 //! descriptor from `/proc/PID/fd`, classified by what it points at; sockets
-//! joined by inode to `/proc/PID/net/tcp{,6}` (the target's own network
-//! namespace) for their TCP state. Files are counted by path, so a leak of
-//! one served file shows up as that path's count climbing.
+//! joined by inode to the TCP and unix tables of the target's own network
+//! namespace, read through sock_diag netlink ([`super::sockdiag`]) or, where
+//! that is refused, `/proc/PID/net` ([`super::sockets`]). Files are counted
+//! by path, so a leak of one served file shows up as that path's count
+//! climbing, and by pattern ([`super::fdpattern`]), so one fd per request to
+//! a new file each time does too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use leakscope_rundir::ProcSample;
-use procfs::net::TcpState;
 use procfs::process::{FDTarget, Process};
+
+use super::fdpattern::{top, top_patterns};
+use super::sockdiag::SockDiag;
+use super::sockets::{via_netlink, via_proc_net, SocketFigures};
 
 /// How many of the most-open file paths (and socket endpoints) a sample
 /// keeps.
@@ -27,23 +34,77 @@ pub enum ProcSourceError {
     Other { pid: i32, message: String },
 }
 
-/// Cheap to clone (the process handle is shared), so a tick can read it on
-/// a blocking thread beside the other sources' reads.
+/// Where a sample's socket states come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketWay {
+    /// sock_diag netlink in the target's namespace: the default.
+    Netlink,
+    /// `/proc/PID/net/{tcp,tcp6,unix}`: where netlink is refused, and for
+    /// the benchmark that compares the two.
+    ProcNet,
+}
+
+/// The socket table a source reads: a netlink socket is kept for the life
+/// of the source (it is bound to the namespace it was opened in).
+enum Table {
+    Netlink(SockDiag),
+    ProcNet,
+}
+
+/// Cheap to clone (the process handle and socket table are shared), so a
+/// tick can read it on a blocking thread beside the other sources' reads.
 #[derive(Clone)]
 pub struct ProcSource {
     pid: i32,
-    process: std::sync::Arc<Process>,
+    process: Arc<Process>,
+    table: Arc<Mutex<Table>>,
     ticks_per_second: f64,
 }
 
 impl ProcSource {
+    /// Sockets through netlink where it can be opened in the target's
+    /// namespace, else (with a warning) through `/proc/PID/net`.
     pub fn new(pid: i32) -> Result<Self, ProcSourceError> {
+        let table = match SockDiag::open_for(pid) {
+            Ok(diag) => Table::Netlink(diag),
+            Err(e) => {
+                warn_proc_net(pid, &e);
+                Table::ProcNet
+            }
+        };
+        Self::with_table(pid, table)
+    }
+
+    /// Sockets read one given way; netlink failing to open is an error here.
+    pub fn with_socket_way(pid: i32, way: SocketWay) -> Result<Self, ProcSourceError> {
+        let table = match way {
+            SocketWay::ProcNet => Table::ProcNet,
+            SocketWay::Netlink => {
+                Table::Netlink(SockDiag::open_for(pid).map_err(|e| ProcSourceError::Other {
+                    pid,
+                    message: format!("sock_diag netlink in its namespace: {e}"),
+                })?)
+            }
+        };
+        Self::with_table(pid, table)
+    }
+
+    fn with_table(pid: i32, table: Table) -> Result<Self, ProcSourceError> {
         let process = Process::new(pid).map_err(|e| classify(pid, e))?;
         Ok(Self {
             pid,
-            process: std::sync::Arc::new(process),
+            process: Arc::new(process),
+            table: Arc::new(Mutex::new(table)),
             ticks_per_second: procfs::ticks_per_second() as f64,
         })
+    }
+
+    /// How sockets are read now (netlink can fall back after a failure).
+    pub fn socket_way(&self) -> SocketWay {
+        match *self.table.lock().unwrap_or_else(|p| p.into_inner()) {
+            Table::Netlink(_) => SocketWay::Netlink,
+            Table::ProcNet => SocketWay::ProcNet,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -92,10 +153,9 @@ impl ProcSource {
             };
             *sample.fds_by_kind.entry(kind.to_string()).or_default() += 1;
         }
-        let mut top: Vec<(String, u64)> = files.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(TOP_FILES);
-        sample.top_files = top;
+        sample.top_file_patterns =
+            top_patterns(files.iter().map(|(p, n)| (p.as_str(), *n)), TOP_FILES);
+        sample.top_files = top(files, TOP_FILES);
         let (states, endpoints) = self.sockets(&socket_inodes);
         sample.tcp_states = states;
         sample.top_sockets = endpoints;
@@ -137,79 +197,30 @@ impl ProcSource {
 
     /// TCP state and endpoints of each of the target's sockets, by inode.
     /// Sockets that are not TCP (unix, UDP, netlink) are counted under their
-    /// family instead.
-    fn sockets(&self, inodes: &[u64]) -> (BTreeMap<String, u64>, Vec<(String, u64)>) {
-        let entries: Vec<procfs::net::TcpNetEntry> = [self.process.tcp(), self.process.tcp6()]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect();
-        // Which side of a connection is the stable one: an accepted
-        // connection is named by our listening address and the peer's IP,
-        // an outgoing one by our IP and the peer's address.
-        let listening: std::collections::HashSet<u16> = entries
-            .iter()
-            .filter(|e| e.state == TcpState::Listen)
-            .map(|e| e.local_address.port())
-            .collect();
-        let mut by_inode: HashMap<u64, (&'static str, String)> = HashMap::new();
-        for e in &entries {
-            let state = tcp_state_name(&e.state);
-            let endpoint = if e.state == TcpState::Listen {
-                format!("{state} {}", e.local_address)
-            } else if listening.contains(&e.local_address.port()) {
-                format!("{state} {} <- {}", e.local_address, e.remote_address.ip())
-            } else {
-                format!("{state} {} -> {}", e.local_address.ip(), e.remote_address)
-            };
-            by_inode.insert(e.inode, (state, endpoint));
-        }
-        let unix: std::collections::HashSet<u64> = self
-            .process
-            .unix()
-            .into_iter()
-            .flatten()
-            .map(|e| e.inode)
-            .collect();
-        let mut states = BTreeMap::new();
-        let mut endpoints: HashMap<&str, u64> = HashMap::new();
-        for inode in inodes {
-            let key = match by_inode.get(inode) {
-                Some((state, endpoint)) => {
-                    *endpoints.entry(endpoint).or_default() += 1;
-                    state.to_string()
+    /// family instead. A netlink dump that fails switches this source to
+    /// `/proc/PID/net` for good, with one warning.
+    fn sockets(&self, inodes: &[u64]) -> SocketFigures {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Table::Netlink(diag) = &mut *table {
+            match via_netlink(diag, inodes, TOP_FILES) {
+                Ok(figures) => return figures,
+                Err(e) => {
+                    warn_proc_net(self.pid, &e);
+                    *table = Table::ProcNet;
                 }
-                None if unix.contains(inode) => "UNIX".to_string(),
-                None => "OTHER".to_string(),
-            };
-            *states.entry(key).or_default() += 1;
+            }
         }
-        let mut top: Vec<(String, u64)> = endpoints
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(TOP_FILES);
-        (states, top)
+        via_proc_net(&self.process, inodes, TOP_FILES)
     }
 }
 
-/// The kernel's names (`ss`, `netstat`), which users search for.
-fn tcp_state_name(state: &TcpState) -> &'static str {
-    match state {
-        TcpState::Established => "ESTABLISHED",
-        TcpState::SynSent => "SYN_SENT",
-        TcpState::SynRecv => "SYN_RECV",
-        TcpState::FinWait1 => "FIN_WAIT1",
-        TcpState::FinWait2 => "FIN_WAIT2",
-        TcpState::TimeWait => "TIME_WAIT",
-        TcpState::Close => "CLOSE",
-        TcpState::CloseWait => "CLOSE_WAIT",
-        TcpState::LastAck => "LAST_ACK",
-        TcpState::Listen => "LISTEN",
-        TcpState::Closing => "CLOSING",
-        TcpState::NewSynRecv => "NEW_SYN_RECV",
-    }
+/// Said once per source: the samples go on, each at the old cost.
+fn warn_proc_net(pid: i32, e: &std::io::Error) {
+    tracing::warn!(
+        pid,
+        "sock_diag netlink refused ({e}); reading sockets from /proc/{pid}/net, \
+         which costs milliseconds per sample on a host with many connections"
+    );
 }
 
 fn classify(pid: i32, e: procfs::ProcError) -> ProcSourceError {

@@ -1,0 +1,108 @@
+//! File paths with their numbers taken out, so fds opened one per request
+//! to a new file each time group into one row.
+//!
+//! Why: a service that leaks one fd per request to `req-1.log`, `req-2.log`,
+//! … has thousands of paths each open once, and the top-paths list names
+//! none of them. With every maximal run of ASCII digits replaced by `*`
+//! (directory names too: `/tmp/app-logs-123/req-45.log` is
+//! `/tmp/app-logs-*/req-*.log`) they are one growing row.
+
+use std::collections::HashMap;
+
+/// `path` with every maximal run of ASCII digits replaced by one `*`.
+/// Allocates only when the path has a digit.
+pub fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.bytes().any(|b| b.is_ascii_digit()) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut in_digits = false;
+    for c in path.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('*');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The `keep` patterns with the most fds, most first (ties by pattern), from
+/// fd counts per path.
+pub fn top_patterns<'a>(
+    files: impl IntoIterator<Item = (&'a str, u64)>,
+    keep: usize,
+) -> Vec<(String, u64)> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for (path, n) in files {
+        *counts.entry(normalize(path).into_owned()).or_default() += n;
+    }
+    top(counts, keep)
+}
+
+/// The `keep` largest counts, most first, ties broken by name so that a
+/// sample is the same whatever the hash order.
+pub fn top(counts: HashMap<String, u64>, keep: usize) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = counts.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(keep);
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digit_runs_become_one_star_each() {
+        assert_eq!(
+            normalize("/tmp/app-logs-123/req-45.log"),
+            "/tmp/app-logs-*/req-*.log"
+        );
+        assert_eq!(normalize("/data/2024/01/x1y22z"), "/data/*/*/x*y*z");
+        assert_eq!(normalize("7"), "*");
+    }
+
+    #[test]
+    fn a_path_without_digits_is_itself_and_not_copied() {
+        let p = "/var/log/app.log";
+        assert!(matches!(normalize(p), std::borrow::Cow::Borrowed(s) if s == p));
+    }
+
+    #[test]
+    fn non_ascii_and_other_digits_are_kept() {
+        // Only ASCII digits are numbers here: a path's other characters,
+        // multi-byte ones included, pass through unchanged.
+        assert_eq!(normalize("/tmp/ü9ü/٣"), "/tmp/ü*ü/٣");
+        assert_eq!(normalize(""), "");
+    }
+
+    #[test]
+    fn per_request_files_group_into_one_row() {
+        let files: Vec<(String, u64)> = (0..50)
+            .map(|i| (format!("/tmp/app-logs-{}/req-{i}.log", i % 3), 1))
+            .chain([("/srv/static/index.html".to_string(), 4)])
+            .collect();
+        let top = top_patterns(files.iter().map(|(p, n)| (p.as_str(), *n)), 10);
+        assert_eq!(
+            top,
+            vec![
+                ("/tmp/app-logs-*/req-*.log".to_string(), 50),
+                ("/srv/static/index.html".to_string(), 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn keeps_only_the_largest_with_ties_by_name() {
+        let files = [("/a1", 2), ("/b", 2), ("/c", 1), ("/a22", 3)];
+        assert_eq!(
+            top_patterns(files, 2),
+            vec![("/a*".to_string(), 5), ("/b".to_string(), 2)]
+        );
+    }
+}
