@@ -91,6 +91,30 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
     let Some(j) = &m.judgement else {
         return "not judged".into();
     };
+    let text = verdict_text(m, j, axis, slope);
+    match rules_out(m, axis) {
+        Some(limit) => format!("{text}; {limit}"),
+        None => text,
+    }
+}
+
+/// "rules out leaks above 4.6 KiB per request": what a STABLE or BOUNDED
+/// verdict excludes ([`crate::trend::detection_limit`]).
+pub fn rules_out(m: &MetricAnalysis, axis: Axis) -> Option<String> {
+    let limit = m.judgement.as_ref()?.detection_limit?;
+    Some(format!(
+        "rules out leaks above {} {}",
+        amount(limit, m.unit),
+        per(axis)
+    ))
+}
+
+fn verdict_text(
+    m: &MetricAnalysis,
+    j: &crate::Judgement,
+    axis: Axis,
+    slope: impl Fn(&str) -> String,
+) -> String {
     match j.verdict {
         Verdict::Leak => slope("leaks "),
         Verdict::Exhausted => format!("exhausted: {}", j.reason),

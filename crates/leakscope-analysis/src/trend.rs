@@ -121,6 +121,10 @@ pub struct Judgement {
     pub idle_level: Option<f64>,
     /// What the idle tail showed.
     pub idle: IdleEvidence,
+    /// STABLE and BOUNDED: the smallest leak per unit of work this run
+    /// could have called LEAK (see [`detection_limit`]); what the verdict
+    /// rules out. `None` where the window could not be fitted.
+    pub detection_limit: Option<f64>,
 }
 
 /// What the idle tail says about a series.
@@ -236,7 +240,31 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
 pub fn judge_evidence(e: &Evidence, fmt: &dyn Fn(f64) -> String) -> Judgement {
     let mut j = judge_window(e.window, e.baseline, e.floor, fmt);
     apply_idle(&mut j, e, fmt);
+    if !matches!(j.verdict, Verdict::Stable | Verdict::Bounded) {
+        j.detection_limit = None;
+    }
     j
+}
+
+/// The smallest leak per unit of work that rule 2 would have called LEAK
+/// on this run: what a STABLE or BOUNDED verdict rules out.
+///
+/// Why it is exact rather than a rule of thumb: a leak of `r` per unit of
+/// work adds `r·x` to every point, which moves every pairwise slope, so the
+/// Theil–Sen slope, both ends of its interval and the tail's slope, by `r`.
+/// Rule 2 then needs (slope + r)·span ≥ floor, lo + r > 0 and tail + r ≥
+/// ½(slope + r): the largest of the three `r` is the limit. The floor
+/// term shrinks as 1/work, the interval's roughly as fast or faster, so
+/// more work lowers the limit at least in proportion.
+pub fn detection_limit(fit: &Fit, tail: Option<&Fit>, span: f64, floor: f64) -> Option<f64> {
+    if !(span > 0.0) {
+        return None;
+    }
+    let by_floor = floor / span - fit.slope;
+    let by_interval = -fit.lo;
+    let by_tail = tail.map_or(0.0, |t| fit.slope - t.slope / TAIL_RATIO);
+    let r = by_floor.max(by_interval).max(by_tail).max(0.0);
+    r.is_finite().then_some(r)
 }
 
 /// Rule 5: what stays once the target is idle.
@@ -333,6 +361,7 @@ fn judge_window(
         tail_level: None,
         idle_level: None,
         idle: IdleEvidence::None,
+        detection_limit: None,
     };
     if window.len() < MIN_POINTS {
         return inconclusive(format!(
@@ -357,6 +386,7 @@ fn judge_window(
         tail_pts = sorted[sorted.len() / 2..].to_vec();
     }
     let tail = theil_sen(&tail_pts);
+    let detection = detection_limit(&fit, tail.as_ref(), x1 - x0, floor);
     let mut tail_ys: Vec<f64> = tail_pts.iter().map(|p| p.1).collect();
     // Never empty: the tail keeps at least half of the window.
     let Some(plateau) = crate::median(&mut tail_ys) else {
@@ -374,6 +404,7 @@ fn judge_window(
         tail_level: Some(plateau),
         idle_level: None,
         idle: IdleEvidence::None,
+        detection_limit: detection,
     };
     let start_level = {
         let mut b = baseline.to_vec();
