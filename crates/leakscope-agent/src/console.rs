@@ -56,6 +56,16 @@ impl Default for ConsoleConfig {
     }
 }
 
+/// The retention of the console endpoint this process started, if any.
+static RETENTION: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// How long the console endpoint started by [`spawn`] keeps finished tasks;
+/// `None` when none was started. Served in `/debug/tasks` so a sidecar can
+/// tell the console's retained memory from a leak.
+pub fn retention() -> Option<Duration> {
+    RETENTION.get().copied()
+}
+
 /// The switch's environment variables.
 pub const ENV_ADDR: &str = "LEAKSCOPE_CONSOLE";
 pub const ENV_RETENTION: &str = "LEAKSCOPE_CONSOLE_RETENTION";
@@ -150,6 +160,8 @@ where
             addr: config.addr,
             source,
         })?;
+    // One console per process: the first one's retention is the one held.
+    let _ = RETENTION.set(config.retention);
     let (layer, server) = ConsoleLayer::builder()
         .retention(config.retention)
         .publish_interval(config.publish_interval)

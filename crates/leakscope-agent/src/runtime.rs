@@ -29,6 +29,10 @@ pub struct RuntimeStats {
     /// Live tasks by spawn site from the task hooks
     /// ([`crate::tasks::runtime`]); `null` when no runtime has them.
     pub hooks: Option<leakscope_rundir::TaskSites>,
+    /// How long the agent's console endpoint keeps finished tasks, when it
+    /// runs: a sidecar judging memory needs it, since every retained task
+    /// holds ~51 KB until then ([`crate::console::retention`]).
+    pub console_retention_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +83,7 @@ pub fn stats(handle: &Handle) -> RuntimeStats {
         io_driver_ready_total: None,
         workers_detail,
         hooks: crate::tasks::snapshot(),
+        console_retention_ms: crate::console::retention().map(|d| d.as_millis() as u64),
     };
     #[cfg(tokio_unstable)]
     {

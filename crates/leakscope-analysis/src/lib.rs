@@ -11,6 +11,7 @@
 mod activity;
 pub mod attribution;
 pub mod ceiling;
+pub mod confound;
 pub mod describe;
 pub mod gate;
 pub mod metrics;
@@ -96,6 +97,17 @@ impl MetricAnalysis {
     }
 }
 
+/// Something the run knows can mimic a leak, and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Confounder {
+    /// A stable name: `console_retention`.
+    pub kind: String,
+    /// The metrics (ids) whose verdict it turned INCONCLUSIVE.
+    pub metrics: Vec<String>,
+    /// What it is, the figures behind it, and what to do.
+    pub reason: String,
+}
+
 /// leakscope's own load over the run, when it drove one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LoadTotals {
@@ -129,6 +141,10 @@ pub struct Analysis {
     /// grows the heap per request until retention ends, so heap and RSS
     /// speak for the target plus its instrumentation.
     pub console_on: bool,
+    /// What the run knows can mimic a leak (console-subscriber's retention,
+    /// …), and which metrics it decided: such a metric reads INCONCLUSIVE
+    /// with the confounder's reason, never LEAK.
+    pub confounders: Vec<Confounder>,
     /// Why this run cannot carry a gate: too few samples, no work found,
     /// the load mostly failed. Empty for a usable run.
     pub unusable: Vec<String>,
@@ -230,6 +246,11 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         .get(leakscope_rundir::SourceName::Console.as_str())
         .is_some_and(|c| c.samples > c.failed);
     notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
+    let confounders: Vec<Confounder> = console_on
+        .then(|| confound::console_retention(samples, &frame.layout, &mut metrics))
+        .flatten()
+        .into_iter()
+        .collect();
     distrust_dropped_tasks(samples, &frame.layout, &mut metrics);
     if let Some(n) = run.meta.oom_kills.filter(|n| *n > 0) {
         notes.push(format!(
@@ -258,6 +279,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         metrics,
         attribution,
         console_on,
+        confounders,
         notes,
     })
 }

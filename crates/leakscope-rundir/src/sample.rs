@@ -122,6 +122,10 @@ pub struct TaskSample {
     /// Tasks spawned so far (cumulative), when the source counts spawns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawned_total: Option<u64>,
+    /// How long the target's console-subscriber keeps finished tasks (and
+    /// their ~51 KB each), when the agent started it and says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_retention_ms: Option<u64>,
 }
 
 /// From leakscope-agent's /debug/heap/stats.

@@ -1,0 +1,127 @@
+//! console-subscriber's retention decides memory verdicts: growth it can
+//! explain reads INCONCLUSIVE, never LEAK; a leak faster than it could
+//! hold, or memory still kept after its retention passed, stays LEAK.
+
+use std::collections::BTreeMap;
+
+use leakscope_analysis::{analyze, confound, Analysis, Verdict};
+use leakscope_rundir::{
+    LoadSample, Meta, ProcSample, RunWriter, Sample, SourceInfo, SourceName, TaskSample,
+    SCHEMA_VERSION,
+};
+
+fn meta(console: bool) -> Meta {
+    let mut sources = BTreeMap::new();
+    if console {
+        sources.insert(
+            SourceName::Console.as_str().to_string(),
+            SourceInfo {
+                enabled: true,
+                error: None,
+                samples: 100,
+                failed: 0,
+                mean_cost_ms: 0.1,
+            },
+        );
+    }
+    Meta {
+        schema_version: SCHEMA_VERSION,
+        interval_ms: 100,
+        sources,
+        ..Meta::default()
+    }
+}
+
+struct Case {
+    console: bool,
+    /// RSS added per request while working; kept after.
+    per_request: u64,
+    /// What the agent said the console's retention is.
+    retention_ms: Option<u64>,
+}
+
+/// 10 idle samples, 60 samples of 100 requests each (one task spawned per
+/// request), then 30 idle samples (3 s), at 100 ms.
+fn judge(c: Case) -> Analysis {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut w = RunWriter::create(&run, meta(c.console)).unwrap();
+    for seq in 0..100u64 {
+        let requests = seq.saturating_sub(10).min(60) * 100;
+        // Small jitter, well under the RSS floor.
+        let rss = 50_000_000 + requests * c.per_request + (seq % 3) * 4096;
+        w.append(&Sample {
+            seq,
+            t_ms: seq * 100,
+            proc: Some(ProcSample {
+                rss_bytes: rss,
+                fds: 10,
+                ..ProcSample::default()
+            }),
+            tasks: Some(TaskSample {
+                live_tasks: 3,
+                spawned_total: Some(requests),
+                console_retention_ms: c.retention_ms,
+                ..TaskSample::default()
+            }),
+            load: Some(LoadSample {
+                requests_total: requests,
+                ..LoadSample::default()
+            }),
+            ..Sample::default()
+        })
+        .unwrap();
+    }
+    analyze(&run).unwrap()
+}
+
+fn rss(a: &Analysis) -> Verdict {
+    a.metric("rss").unwrap().verdict().unwrap()
+}
+
+#[test]
+fn growth_the_console_can_hold_is_inconclusive_with_the_reason() {
+    let a = judge(Case {
+        console: true,
+        per_request: 40_000,
+        retention_ms: Some(10_000),
+    });
+    assert_eq!(rss(&a), Verdict::Inconclusive);
+    let m = a.metric("rss").unwrap();
+    assert!(m.forecast.is_none());
+    let c = &a.confounders[0];
+    assert_eq!(c.kind, confound::CONSOLE_RETENTION);
+    assert!(c.metrics.contains(&"rss".to_string()), "{c:?}");
+    assert!(c.reason.contains("10.0 s"), "{}", c.reason);
+}
+
+#[test]
+fn without_the_console_the_same_growth_is_a_leak() {
+    let a = judge(Case {
+        console: false,
+        per_request: 40_000,
+        retention_ms: None,
+    });
+    assert_eq!(rss(&a), Verdict::Leak);
+    assert!(a.confounders.is_empty());
+}
+
+#[test]
+fn memory_kept_after_the_retention_passed_is_a_leak() {
+    let a = judge(Case {
+        console: true,
+        per_request: 40_000,
+        retention_ms: Some(500),
+    });
+    assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
+}
+
+#[test]
+fn a_leak_faster_than_the_console_could_hold_is_a_leak() {
+    let a = judge(Case {
+        console: true,
+        per_request: 8 * confound::TASK_FOOTPRINT as u64,
+        retention_ms: None,
+    });
+    assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
+}
