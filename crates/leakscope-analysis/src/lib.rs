@@ -16,6 +16,7 @@ pub mod describe;
 pub mod gate;
 pub mod metrics;
 pub mod pprof;
+pub mod sensitivity;
 pub mod series;
 pub mod trend;
 

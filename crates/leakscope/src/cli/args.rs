@@ -106,7 +106,9 @@ pub struct RecordingArgs {
     /// settled, or when the target ends, or on Ctrl-C).
     #[arg(long, value_parser = duration)]
     pub duration: Option<Duration>,
-    /// A heap profile at the start, every this often, and at the end.
+    /// A heap profile at the start, every this often, and at the end. The
+    /// period stretches to a 360th of the time recorded so far, so a day
+    /// holds ~1,500 profiles rather than 8,640.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub heap_profile_every: Duration,
     /// At the end, ask the agent for a task dump (where each live task is

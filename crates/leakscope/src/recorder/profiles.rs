@@ -40,16 +40,40 @@ pub struct ProfileTick {
 /// When heap profiles are taken: a baseline in the first tick the agent
 /// answers (before any load starts, if it answers at once), one every
 /// `every` after it, and one at the end.
+///
+/// Why the period stretches: at a profile every 10 s, a day is 8,640
+/// profiles of ~8 KB, 70 MB of a run directory. The gap is at least
+/// `every`, and at least the time recorded so far over
+/// [`PROFILES_PER_ELAPSED`]: the first hour keeps its 360 profiles, a day
+/// ends with about 1,500 (360 + 360·ln 24), and the recent past is always
+/// dense.
 #[derive(Debug, Clone)]
 pub struct ProfileSchedule {
     every: Option<Duration>,
+    first: Option<Instant>,
     last: Option<Instant>,
 }
+
+/// The gap between periodic profiles is at least the time since the
+/// baseline over this.
+pub const PROFILES_PER_ELAPSED: u32 = 360;
 
 impl ProfileSchedule {
     /// `every: None` takes only the baseline and the end profile.
     pub fn new(every: Option<Duration>) -> Self {
-        ProfileSchedule { every, last: None }
+        ProfileSchedule {
+            every,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// The gap before the next periodic profile, as of `now`.
+    fn gap(&self, every: Duration, now: Instant) -> Duration {
+        let elapsed = self
+            .first
+            .map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
+        every.max(elapsed / PROFILES_PER_ELAPSED)
     }
 
     pub fn step(&self, now: Instant, tick: ProfileTick) -> ProfileStep {
@@ -64,7 +88,7 @@ impl ProfileSchedule {
         };
         let due = self
             .every
-            .is_some_and(|every| now.saturating_duration_since(last) >= every);
+            .is_some_and(|every| now.saturating_duration_since(last) >= self.gap(every, now));
         if due && !tick.in_flight {
             ProfileStep::Periodic
         } else {
@@ -75,6 +99,7 @@ impl ProfileSchedule {
     /// The next periodic profile is due `every` after `at`: the baseline's
     /// end (it is waited for) or a periodic one's start.
     pub fn taken(&mut self, at: Instant) {
+        self.first.get_or_insert(at);
         self.last = Some(at);
     }
 }
@@ -217,6 +242,35 @@ mod tests {
             s.step(t0 + EVERY * 2, tick(true, false, false)),
             ProfileStep::Periodic
         );
+    }
+
+    #[test]
+    fn a_day_of_profiles_is_bounded_and_the_recent_past_dense() {
+        let t0 = Instant::now();
+        let mut s = ProfileSchedule::new(Some(EVERY));
+        s.taken(t0);
+        let (mut taken, mut gaps) = (0u32, Vec::new());
+        let mut last = t0;
+        // A 250 ms tick for 24 hours.
+        for i in 1..=(24 * 3600 * 4u32) {
+            let now = t0 + Duration::from_millis(250) * i;
+            if s.step(now, tick(true, false, false)) == ProfileStep::Periodic {
+                s.taken(now);
+                gaps.push(now - last);
+                last = now;
+                taken += 1;
+            }
+        }
+        // 360 in the first hour, then 360 per e-fold of time: 360 ln 24.
+        let expected = 360.0 + 360.0 * 24f64.ln();
+        assert!(
+            (taken as f64 - expected).abs() < 0.05 * expected,
+            "{taken} vs {expected:.0}"
+        );
+        assert_eq!(gaps[0], EVERY);
+        // The last gap is the day over 360: 4 minutes.
+        let end = gaps.last().unwrap().as_secs_f64();
+        assert!((end - 240.0).abs() < 2.0, "{end}");
     }
 
     #[test]
