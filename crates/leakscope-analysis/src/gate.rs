@@ -1,7 +1,7 @@
 //! The CI gate: which limits a run breaks, which it could not be checked
 //! against, and whether it can be judged at all. `leakscope check` prints
 //! [`CheckReport`]; its JSON form (`--json`) is this struct, versioned by
-//! [`CHECK_SCHEMA`].
+//! [`CHECK_SCHEMA`] and described by `docs/check-json.schema.json`.
 //!
 //! The gate cannot pass by accident:
 //! - an unusable run ([`crate::Analysis::unusable`]) is neither pass nor
@@ -20,10 +20,16 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::{describe, Analysis, Axis, Estimate, Gate, MetricAnalysis, MetricId, Verdict, METRICS};
+use crate::{
+    describe, Analysis, Attribution, Axis, Confounder, Estimate, Gate, MetricAnalysis, MetricId,
+    Unit, Verdict, METRICS,
+};
 
-/// The version of [`CheckReport`]'s JSON.
-pub const CHECK_SCHEMA: u32 = 1;
+/// The version of [`CheckReport`]'s JSON, `schema_version` in it and the
+/// version in `docs/check-json.schema.json`'s `$id`. 2: the attribution,
+/// the detection limits, the confounders and the recording's facts were
+/// added, and `schema` became `schema_version`.
+pub const CHECK_SCHEMA: u32 = 2;
 
 /// Per-request limits of the gate, each finite and non-negative.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,10 +54,18 @@ impl Limits {
 /// What `leakscope check` found, as text or JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
-    pub schema: u32,
+    pub schema_version: u32,
     pub run: PathBuf,
     pub scenario: String,
     pub variant: String,
+    /// Samples in the run.
+    pub samples: usize,
+    /// When the recording started (Unix milliseconds), how long it ran
+    /// (`None`: unfinished) and how the target ended, in words: what the
+    /// text's "recorded:" line says.
+    pub started_unix_ms: u64,
+    pub recorded_secs: Option<f64>,
+    pub target_end: String,
     /// `false`: the run cannot carry a verdict (exit 2); see `unusable`.
     pub usable: bool,
     pub unusable: Vec<String>,
@@ -71,6 +85,13 @@ pub struct CheckReport {
     /// most between the first and last heap profile: what to fix. Added in
     /// schema 1 without a bump (a new field breaks no reader).
     pub allocation_site: Option<AllocationSite>,
+    /// Everything behind the growth: the top allocation sites (heap
+    /// profile diff) and dhat's, spawn sites and task names, where the
+    /// growing sites' tasks were parked (task dump), fd kinds, fd paths and
+    /// path patterns, TCP states and endpoints.
+    pub attribution: Attribution,
+    /// What the run knows can mimic a leak, and the metrics it decided.
+    pub confounders: Vec<Confounder>,
 }
 
 /// A frame of a heap profile's stack, named as `go tool pprof` names it.
@@ -101,6 +122,8 @@ fn allocation_site(a: &Analysis) -> Option<AllocationSite> {
 pub struct CheckedMetric {
     pub metric: String,
     pub title: String,
+    /// What slopes, limits and levels of this metric count.
+    pub unit: Unit,
     pub verdict: Option<Verdict>,
     /// Whether the gate holds this metric against a limit.
     pub gated: bool,
@@ -112,6 +135,12 @@ pub struct CheckedMetric {
     pub forecast: Option<String>,
     /// EXHAUSTED: what failed afterwards.
     pub exhausted: Option<String>,
+    /// STABLE and BOUNDED: the smallest leak per unit of work (`per`) this
+    /// run could have detected, i.e. what the verdict rules out.
+    pub detection_limit: Option<f64>,
+    /// BOUNDED or STABLE under leakscope's load: what each request holds
+    /// while in flight.
+    pub per_in_flight: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +201,7 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
         .map(|m| CheckedMetric {
             metric: m.id.clone(),
             title: m.title.clone(),
+            unit: m.unit,
             verdict: m.verdict(),
             gated: ids.iter().any(|id| id.as_str() == m.id),
             slope: m.slope,
@@ -179,6 +209,8 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
             summary: describe::metric(m, a.axis),
             forecast: describe::forecast(m, a.axis),
             exhausted: describe::exhaustion(m),
+            detection_limit: m.judgement.as_ref().and_then(|j| j.detection_limit),
+            per_in_flight: m.per_in_flight,
         })
         .collect();
     // A load that failed because a resource ran out is the verdict, not a
@@ -186,10 +218,14 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
     let exhausted = breaches.iter().any(|b| b.verdict == Verdict::Exhausted);
     let usable = a.unusable.is_empty() || exhausted;
     CheckReport {
-        schema: CHECK_SCHEMA,
+        schema_version: CHECK_SCHEMA,
         run: a.dir.clone(),
         scenario: a.scenario(),
         variant: a.variant(),
+        samples: a.samples,
+        started_unix_ms: a.meta.started_unix_ms,
+        recorded_secs: a.meta.recorded_secs(),
+        target_end: a.meta.target_end_text(),
         usable,
         unusable: a.unusable.clone(),
         axis: a.axis,
@@ -201,6 +237,8 @@ pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
         unchecked,
         notes: a.notes.clone(),
         allocation_site: allocation_site(a),
+        attribution: a.attribution.clone(),
+        confounders: a.confounders.clone(),
     }
 }
 

@@ -332,6 +332,33 @@ fn growth_table(title: &str, rows: &[Growth], per: Option<f64>, unit: Unit) -> T
     }
 }
 
+/// fd paths that grew, grouped as `check` and its JSON group them: a
+/// pattern row where one stands for many paths (a new file per request),
+/// marked as such, the path otherwise.
+fn fd_paths_table(rows: &[Growth], per: Option<f64>) -> Table {
+    let mut t = growth_table(
+        "fds: paths and path patterns that grew",
+        rows,
+        per,
+        Unit::Count,
+    );
+    for (row, g) in t.rows.iter_mut().zip(rows) {
+        if g.pattern {
+            if let Some(what) = row.cells.last_mut() {
+                what.push_str(" (pattern)");
+            }
+        }
+    }
+    if rows.iter().any(|g| g.pattern) {
+        t.note = Some(
+            "a pattern stands for every path it matches, each run of digits a *: files opened once each \
+             (one per request) grow only as their pattern"
+                .into(),
+        );
+    }
+    t
+}
+
 /// Where the tasks of each growing spawn site were parked at the end.
 fn parked_table(sites: &[ParkedSite]) -> Table {
     let mut rows = Vec::new();
@@ -430,7 +457,7 @@ fn tables(a: &Analysis) -> Vec<Table> {
         counts("tasks: names whose live count grew", &at.task_names),
         parked_table(&at.parked),
         counts("fds: kinds that grew", &at.fd_kinds),
-        counts("fds: paths that grew", &at.fd_paths),
+        fd_paths_table(&at.fd_paths, per),
         counts("sockets: TCP states that grew", &at.tcp_states),
         counts("sockets: endpoints that grew", &at.sockets),
     ]);

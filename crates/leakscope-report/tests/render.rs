@@ -390,3 +390,30 @@ fn raw_file_links_are_percent_encoded() {
     );
     assert!(page.contains(&href), "no {href} in the page");
 }
+
+/// One log file per request: no path grows, its pattern does, and the page
+/// names the pattern, marked as one, as `check` does.
+#[test]
+fn fd_paths_opened_once_each_are_shown_by_their_pattern() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = write_run_with(tmp.path(), "log-leak", "leaky", 120, 1.0, &|_, s| {
+        let requests = s.load.as_ref().map_or(0, |l| l.requests_total);
+        let p = s.proc.as_mut().unwrap();
+        p.top_files = (requests.saturating_sub(10)..requests)
+            .map(|n| (format!("/var/log/app-3/req-{n}.log"), 1))
+            .collect();
+        p.top_file_patterns = vec![("/var/log/app-*/req-*.log".into(), requests)];
+    });
+    let analyses = analyze(&[run]);
+    let out = tmp.path().join("report");
+    let written = leakscope_report::render(&analyses, &out).unwrap();
+    let page = std::fs::read_to_string(&written.pages[0])
+        .unwrap()
+        .replace("&#x2f;", "/");
+    assert!(
+        page.contains("/var/log/app-*/req-*.log (pattern)"),
+        "{page}"
+    );
+    assert!(!page.contains("req-1.log"));
+    assert!(page.contains("each run of digits a *"));
+}

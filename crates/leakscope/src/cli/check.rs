@@ -22,7 +22,8 @@ pub struct CheckArgs {
     /// verdict that could not be reached is not a pass).
     #[arg(long)]
     pub allow_inconclusive: bool,
-    /// Print the verdicts as JSON (leakscope_analysis::gate::CheckReport).
+    /// Print the verdicts as JSON (leakscope_analysis::gate::CheckReport,
+    /// described by docs/check-json.schema.json).
     #[arg(long)]
     pub json: bool,
 }
@@ -173,8 +174,22 @@ fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
         }
     }
     let att = &a.attribution;
+    // Grouped as the report and the JSON group them: a pattern where one
+    // stands for many paths (a new file per request), else the path.
     if let Some(p) = att.fd_paths.first() {
-        writeln!(out, "  most-grown fd path: {} (+{:.0})", p.key, p.growth)?;
+        let what = if p.pattern {
+            "fd path pattern"
+        } else {
+            "fd path"
+        };
+        writeln!(out, "  most-grown {what}: {} (+{:.0})", p.key, p.growth)?;
+    }
+    if let Some(s) = att.sockets.first() {
+        writeln!(
+            out,
+            "  most-grown socket endpoint: {} (+{:.0})",
+            s.key, s.growth
+        )?;
     }
     if let Some(t) = att.task_locations.first() {
         writeln!(out, "  most-grown spawn site: {} (+{:.0})", t.key, t.growth)?;
