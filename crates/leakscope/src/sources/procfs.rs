@@ -17,7 +17,7 @@ use procfs::process::{FDTarget, Process};
 
 use super::fdpattern::{top, top_patterns};
 use super::sockdiag::SockDiag;
-use super::sockets::{via_netlink, via_proc_net, SocketFigures};
+use super::sockets::{via_netlink, via_proc_net, Held, NetlinkTable, SocketFigures};
 
 /// How many of the most-open file paths (and socket endpoints) a sample
 /// keeps.
@@ -47,7 +47,7 @@ pub enum SocketWay {
 /// The socket table a source reads: a netlink socket is kept for the life
 /// of the source (it is bound to the namespace it was opened in).
 enum Table {
-    Netlink(SockDiag),
+    Netlink(Box<NetlinkTable>),
     ProcNet,
 }
 
@@ -66,7 +66,7 @@ impl ProcSource {
     /// namespace, else (with a warning) through `/proc/PID/net`.
     pub fn new(pid: i32) -> Result<Self, ProcSourceError> {
         let table = match SockDiag::open_for(pid) {
-            Ok(diag) => Table::Netlink(diag),
+            Ok(diag) => Table::Netlink(Box::new(NetlinkTable::new(diag))),
             Err(e) => {
                 warn_proc_net(pid, &e);
                 Table::ProcNet
@@ -80,10 +80,11 @@ impl ProcSource {
         let table = match way {
             SocketWay::ProcNet => Table::ProcNet,
             SocketWay::Netlink => {
-                Table::Netlink(SockDiag::open_for(pid).map_err(|e| ProcSourceError::Other {
+                let diag = SockDiag::open_for(pid).map_err(|e| ProcSourceError::Other {
                     pid,
                     message: format!("sock_diag netlink in its namespace: {e}"),
-                })?)
+                })?;
+                Table::Netlink(Box::new(NetlinkTable::new(diag)))
             }
         };
         Self::with_table(pid, table)
@@ -132,8 +133,8 @@ impl ProcSource {
             ..ProcSample::default()
         };
         let mut files: HashMap<String, u64> = HashMap::new();
-        let mut socket_inodes: Vec<u64> = Vec::new();
-        for target in self.fd_targets()? {
+        let mut sockets: Vec<Held> = Vec::new();
+        for (fd, target) in self.fd_targets()? {
             sample.fds += 1;
             let kind = match target {
                 FDTarget::Path(path) => {
@@ -143,7 +144,7 @@ impl ProcSource {
                     "file"
                 }
                 FDTarget::Socket(inode) => {
-                    socket_inodes.push(inode);
+                    sockets.push(Held { fd, inode });
                     "socket"
                 }
                 FDTarget::Pipe(_) => "pipe",
@@ -156,16 +157,17 @@ impl ProcSource {
         sample.top_file_patterns =
             top_patterns(files.iter().map(|(p, n)| (p.as_str(), *n)), TOP_FILES);
         sample.top_files = top(files, TOP_FILES);
-        let (states, endpoints) = self.sockets(&socket_inodes);
+        let (states, endpoints) = self.sockets(&sockets);
         sample.tcp_states = states;
         sample.top_sockets = endpoints;
         Ok(sample)
     }
 
-    /// What each open descriptor points at. One `readlinkat` per fd: the
-    /// procfs crate's `fd()` also opens and stats each one (4 syscalls),
-    /// which made a sample of a process with 13,000 leaked fds take 77 ms.
-    fn fd_targets(&self) -> Result<Vec<FDTarget>, ProcSourceError> {
+    /// Each open descriptor's number and what it points at. One
+    /// `readlinkat` per fd: the procfs crate's `fd()` also opens and stats
+    /// each one (4 syscalls), which made a sample of a process with 13,000
+    /// leaked fds take 77 ms.
+    fn fd_targets(&self) -> Result<Vec<(u32, FDTarget)>, ProcSourceError> {
         let pid = self.pid;
         let dir_path = format!("/proc/{pid}/fd");
         let io = |e: std::io::Error| match e.kind() {
@@ -181,6 +183,9 @@ impl ProcSource {
         let mut link = Vec::with_capacity(256);
         for entry in std::fs::read_dir(&dir_path).map_err(io)? {
             let Ok(entry) = entry else { continue };
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
             // A descriptor closed between listing and reading is not an error.
             link = match rustix::fs::readlinkat(&dir, entry.file_name(), std::mem::take(&mut link))
             {
@@ -189,7 +194,7 @@ impl ProcSource {
             };
             let text = String::from_utf8_lossy(&link);
             if let Ok(t) = text.parse::<FDTarget>() {
-                targets.push(t);
+                targets.push((fd, t));
             }
         }
         Ok(targets)
@@ -199,10 +204,10 @@ impl ProcSource {
     /// Sockets that are not TCP (unix, UDP, netlink) are counted under their
     /// family instead. A netlink dump that fails switches this source to
     /// `/proc/PID/net` for good, with one warning.
-    fn sockets(&self, inodes: &[u64]) -> SocketFigures {
+    fn sockets(&self, held: &[Held]) -> SocketFigures {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Table::Netlink(diag) = &mut *table {
-            match via_netlink(diag, inodes, TOP_FILES) {
+        if let Table::Netlink(netlink) = &mut *table {
+            match via_netlink(netlink, self.pid, held, TOP_FILES) {
                 Ok(figures) => return figures,
                 Err(e) => {
                     warn_proc_net(self.pid, &e);
@@ -210,7 +215,7 @@ impl ProcSource {
                 }
             }
         }
-        via_proc_net(&self.process, inodes, TOP_FILES)
+        via_proc_net(&self.process, held, TOP_FILES)
     }
 }
 

@@ -21,19 +21,30 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
+};
 use netlink_packet_sock_diag::unix::{self, ShowFlags, UnixRequest};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 
-/// One TCP socket from a dump: the kernel's state number (`TCP_*`), its
-/// two ends and its inode (what `/proc/PID/fd` links name).
+/// One TCP socket from a dump or lookup: the kernel's state number
+/// (`TCP_*`), its two ends and its inode (what `/proc/PID/fd` links name).
 #[derive(Debug, Clone, Copy)]
 pub struct TcpEntry {
     pub state: u8,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub inode: u64,
+}
+
+/// What names one TCP socket to the kernel for an exact lookup: family,
+/// both ends and its cookie (so a socket since closed, its 4-tuple reused,
+/// answers "stale", not the newcomer).
+#[derive(Debug, Clone)]
+pub struct Key {
+    family: u8,
+    id: SocketId,
 }
 
 /// A sock_diag netlink socket in the target's network namespace.
@@ -47,6 +58,12 @@ pub struct SockDiag {
 /// (`ss` uses 32 KiB), so a dump of a few hundred sockets is one or two
 /// round trips.
 const RECV_BUF: usize = 64 * 1024;
+
+/// What a dump's handler says after each answer.
+enum Flow {
+    More,
+    Done,
+}
 
 impl SockDiag {
     /// A socket for `pid`'s network namespace: created here when it is ours,
@@ -83,10 +100,15 @@ impl SockDiag {
         })
     }
 
-    /// Every TCP socket (v4 and v6) in a state a process can hold: all but
-    /// TIME_WAIT and NEW_SYN_RECV, which the kernel filters out.
-    pub fn tcp(&mut self, mut each: impl FnMut(TcpEntry)) -> io::Result<()> {
-        let states = StateFlags::all() - StateFlags::TIME_WAIT;
+    /// Every TCP socket (v4 and v6) in `states`, with the key to look it up
+    /// again. The kernel walks its whole connection table for this, TIME_WAIT
+    /// entries too (about 100 ns each), but sends only what matches; asked
+    /// for LISTEN alone it walks only the listeners.
+    pub fn tcp_dump(
+        &mut self,
+        states: StateFlags,
+        mut each: impl FnMut(TcpEntry, Key),
+    ) -> io::Result<()> {
         for family in [AF_INET, AF_INET6] {
             let request = SockDiagMessage::InetRequest(InetRequest {
                 family,
@@ -99,20 +121,51 @@ impl SockDiag {
                     SocketId::new_v6()
                 },
             });
-            self.dump(request, |m| {
-                if let SockDiagMessage::InetResponse(r) = m {
-                    let h = &r.header;
-                    let id = &h.socket_id;
-                    each(TcpEntry {
-                        state: h.state,
-                        local: SocketAddr::new(id.source_address, id.source_port),
-                        remote: SocketAddr::new(id.destination_address, id.destination_port),
-                        inode: u64::from(h.inode),
-                    });
+            let seq = self.send(std::iter::once(request), NLM_F_REQUEST | NLM_F_DUMP)?;
+            self.answers(seq, 1, true, |m| {
+                match m {
+                    Some(SockDiagMessage::InetResponse(r)) => {
+                        let id = r.header.socket_id.clone();
+                        each(entry(&r.header), Key { family, id });
+                    }
+                    None => return Flow::Done,
+                    _ => {}
                 }
+                Flow::More
             })?;
         }
         Ok(())
+    }
+
+    /// The sockets `keys` name, as they are now, by exact lookups (one
+    /// hash lookup each in the kernel, whatever else the host holds), all
+    /// sent at once. A socket since closed is left out.
+    pub fn tcp_lookup(&mut self, keys: &[Key], mut each: impl FnMut(TcpEntry)) -> io::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let requests = keys.iter().map(|k| {
+            SockDiagMessage::InetRequest(InetRequest {
+                family: k.family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id: k.id.clone(),
+            })
+        });
+        let first = self.send(requests, NLM_F_REQUEST)?;
+        let mut left = keys.len();
+        self.answers(first, keys.len() as u32, false, |m| {
+            if let Some(SockDiagMessage::InetResponse(r)) = m {
+                each(entry(&r.header));
+            }
+            // Each request has one answer: the socket, or an error.
+            left -= 1;
+            match left {
+                0 => Flow::Done,
+                _ => Flow::More,
+            }
+        })
     }
 
     /// The inode of every unix socket in the namespace.
@@ -123,53 +176,92 @@ impl SockDiag {
             show_flags: ShowFlags::empty(),
             cookie: [0xff; 8],
         });
-        self.dump(request, |m| {
-            if let SockDiagMessage::UnixResponse(r) = m {
+        let seq = self.send(std::iter::once(request), NLM_F_REQUEST | NLM_F_DUMP)?;
+        self.answers(seq, 1, true, |m| match m {
+            Some(SockDiagMessage::UnixResponse(r)) => {
                 each(u64::from(r.header.inode));
+                Flow::More
             }
+            Some(_) => Flow::More,
+            None => Flow::Done,
         })
     }
 
-    /// Sends a dump request and hands each answer to `each` until the
-    /// kernel says done. Messages of an earlier request (one abandoned by an
-    /// error) are told apart by sequence number and skipped.
-    fn dump(
+    /// Sends `requests` in one datagram, numbered from the sequence number
+    /// it returns.
+    fn send(
         &mut self,
-        request: SockDiagMessage,
-        mut each: impl FnMut(SockDiagMessage),
-    ) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, request.into());
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
+        requests: impl Iterator<Item = SockDiagMessage>,
+        flags: u16,
+    ) -> io::Result<u32> {
+        let first = self.seq.wrapping_add(1);
+        let mut out = Vec::new();
+        for request in requests {
+            self.seq = self.seq.wrapping_add(1);
+            let mut header = NetlinkHeader::default();
+            header.flags = flags;
+            header.sequence_number = self.seq;
+            let mut packet = NetlinkMessage::new(header, request.into());
+            packet.finalize();
+            let at = out.len();
+            out.resize(at + packet.buffer_len(), 0);
+            packet.serialize(&mut out[at..]);
+        }
         self.socket.send(&out, 0)?;
+        Ok(first)
+    }
+
+    /// Hands each answer to requests `first..first + count` to `handle`
+    /// (`None` for the end of a dump) until it says done. An error ends a
+    /// `dump` as an error; in a batch of lookups it is that socket's answer
+    /// (gone, or stale), given as `None`. Messages of an earlier request (one
+    /// abandoned by an error) are told apart by sequence number and skipped.
+    fn answers(
+        &mut self,
+        first: u32,
+        count: u32,
+        dump: bool,
+        mut handle: impl FnMut(Option<SockDiagMessage>) -> Flow,
+    ) -> io::Result<()> {
+        let ours = |seq: u32| seq.wrapping_sub(first) < count;
         loop {
             let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let end = size.min(self.buf.len());
             let mut offset = 0;
-            while offset < size.min(self.buf.len()) {
-                let bytes = &self.buf[offset..size.min(self.buf.len())];
-                let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            while offset < end {
+                let message =
+                    NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[offset..end])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let len = message.header.length as usize;
                 if len == 0 {
                     break;
                 }
                 offset += (len + 3) & !3;
-                if message.header.sequence_number != self.seq {
+                if !ours(message.header.sequence_number) {
                     continue;
                 }
-                match message.payload {
-                    NetlinkPayload::InnerMessage(m) => each(m),
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                    _ => {}
+                let flow = match message.payload {
+                    NetlinkPayload::InnerMessage(m) => handle(Some(m)),
+                    NetlinkPayload::Done(_) => handle(None),
+                    NetlinkPayload::Error(e) if e.code.is_some() && dump => return Err(e.to_io()),
+                    NetlinkPayload::Error(_) => handle(None),
+                    _ => Flow::More,
+                };
+                if let Flow::Done = flow {
+                    return Ok(());
                 }
             }
         }
+    }
+}
+
+fn entry(h: &InetResponseHeader) -> TcpEntry {
+    let id = &h.socket_id;
+    TcpEntry {
+        state: h.state,
+        local: SocketAddr::new(id.source_address, id.source_port),
+        remote: SocketAddr::new(id.destination_address, id.destination_port),
+        inode: u64::from(h.inode),
     }
 }
 

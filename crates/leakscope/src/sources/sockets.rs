@@ -13,7 +13,9 @@ use procfs::net::TcpState;
 use procfs::process::Process;
 
 use super::fdpattern::top;
-use super::sockdiag::{SockDiag, TcpEntry};
+use netlink_packet_sock_diag::inet::StateFlags;
+
+use super::sockdiag::{Key, SockDiag, TcpEntry};
 
 /// The kernel's `TCP_LISTEN`.
 const LISTEN: u8 = 10;
@@ -23,42 +25,147 @@ const LISTEN: u8 = 10;
 pub type SocketFigures = (BTreeMap<String, u64>, Vec<(String, u64)>);
 
 /// What a join needs from a table: the TCP entries that are the target's
-/// or listening (listeners name accepted connections), and, when asked,
-/// which inodes are unix sockets.
+/// or listening (listeners name accepted connections), and which inodes
+/// are unix sockets.
 #[derive(Default)]
 struct Table {
     tcp: Vec<TcpEntry>,
     unix: HashSet<u64>,
 }
 
-/// Through netlink: only the states a process can own leave the kernel, and
-/// the unix dump is skipped when every socket of the target is TCP.
+/// One of the target's sockets: its fd number and inode.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub fd: u32,
+    pub inode: u64,
+}
+
+/// The netlink way, and what it remembers between samples so that a
+/// sample costs lookups of the target's own sockets, not a walk of every
+/// socket the host holds: each TCP socket's key once a dump has found it,
+/// and the sockets that are not TCP (their protocol never changes).
+pub struct NetlinkTable {
+    diag: SockDiag,
+    keys: HashMap<u64, Key>,
+    not_tcp: HashMap<u64, &'static str>,
+}
+
+impl NetlinkTable {
+    pub fn new(diag: SockDiag) -> Self {
+        NetlinkTable {
+            diag,
+            keys: HashMap::new(),
+            not_tcp: HashMap::new(),
+        }
+    }
+}
+
+/// Through netlink, in the target's namespace:
+/// - the listeners, by a LISTEN-only dump (the kernel then skips its
+///   connection table, TIME_WAIT and all);
+/// - the target's TCP sockets already known, by exact lookups;
+/// - sockets not seen before, by their protocol (`system.sockprotoname`
+///   on the fd: one syscall), and those that are TCP by one dump of the
+///   states a process can own (not TIME_WAIT);
+/// - any whose protocol could not be read and no dump found, by a unix
+///   dump.
 pub fn via_netlink(
-    diag: &mut SockDiag,
-    inodes: &[u64],
+    t: &mut NetlinkTable,
+    pid: i32,
+    held: &[Held],
     keep: usize,
 ) -> std::io::Result<SocketFigures> {
+    let inodes: Vec<u64> = held.iter().map(|h| h.inode).collect();
     let ours: HashSet<u64> = inodes.iter().copied().collect();
+    t.keys.retain(|i, _| ours.contains(i));
+    t.not_tcp.retain(|i, _| ours.contains(i));
     let mut table = Table::default();
-    diag.tcp(|e| {
-        if e.state == LISTEN || ours.contains(&e.inode) {
-            table.tcp.push(e);
+    t.diag.tcp_dump(StateFlags::LISTEN, |e, key| {
+        if ours.contains(&e.inode) {
+            t.keys.insert(e.inode, key);
         }
+        table.tcp.push(e);
     })?;
-    let tcp: HashSet<u64> = table.tcp.iter().map(|e| e.inode).collect();
-    if ours.iter().any(|i| !tcp.contains(i)) {
-        diag.unix_inodes(|i| {
-            if ours.contains(&i) {
-                table.unix.insert(i);
+    let listeners: HashSet<u64> = table.tcp.iter().map(|e| e.inode).collect();
+    let mut known = Vec::new();
+    let mut unknown: HashSet<u64> = HashSet::new();
+    for h in held {
+        if listeners.contains(&h.inode) || t.not_tcp.contains_key(&h.inode) {
+            continue;
+        }
+        match t.keys.get(&h.inode) {
+            Some(key) => known.push((h.inode, key.clone())),
+            None => match protocol(pid, h.fd) {
+                Some(p) if p == "TCP" || p == "TCPv6" => {
+                    unknown.insert(h.inode);
+                }
+                Some(p) if p.starts_with("UNIX") => {
+                    t.not_tcp.insert(h.inode, "UNIX");
+                }
+                Some(_) => {
+                    t.not_tcp.insert(h.inode, "OTHER");
+                }
+                None => {
+                    unknown.insert(h.inode);
+                }
+            },
+        }
+    }
+    let before = table.tcp.len();
+    let keys: Vec<Key> = known.iter().map(|(_, k)| k.clone()).collect();
+    t.diag.tcp_lookup(&keys, |e| table.tcp.push(e))?;
+    let found: HashSet<u64> = table.tcp[before..].iter().map(|e| e.inode).collect();
+    // Closed since, or its 4-tuple now another socket's: found afresh.
+    for (inode, _) in &known {
+        if !found.contains(inode) {
+            t.keys.remove(inode);
+            unknown.insert(*inode);
+        }
+    }
+    if !unknown.is_empty() {
+        let owned = StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN;
+        t.diag.tcp_dump(owned, |e, key| {
+            if unknown.remove(&e.inode) {
+                t.keys.insert(e.inode, key);
+                table.tcp.push(e);
             }
         })?;
     }
-    Ok(join(&table, inodes, keep))
+    if !unknown.is_empty() {
+        t.diag.unix_inodes(|i| {
+            if unknown.contains(&i) {
+                t.not_tcp.insert(i, "UNIX");
+            }
+        })?;
+    }
+    table.unix = t
+        .not_tcp
+        .iter()
+        .filter(|(_, k)| **k == "UNIX")
+        .map(|(i, _)| *i)
+        .collect();
+    Ok(join(&table, &inodes, keep))
+}
+
+/// A socket's protocol as the kernel names it ("TCP", "TCPv6", "UNIX",
+/// "UNIX-STREAM", "UDP", "NETLINK", …): the sockfs attribute on the fd.
+fn protocol(pid: i32, fd: u32) -> Option<String> {
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(
+        format!("/proc/{pid}/fd/{fd}"),
+        "system.sockprotoname",
+        &mut buf,
+    )
+    .ok()?;
+    let name = buf.get(..n)?;
+    let name = name.split(|b| *b == 0).next()?;
+    Some(String::from_utf8_lossy(name).into_owned())
 }
 
 /// Through `/proc/PID/net`: every entry of the namespace read and parsed as
 /// text, TIME_WAIT included. Unreadable tables count as empty.
-pub fn via_proc_net(process: &Process, inodes: &[u64], keep: usize) -> SocketFigures {
+pub fn via_proc_net(process: &Process, held: &[Held], keep: usize) -> SocketFigures {
+    let inodes: Vec<u64> = held.iter().map(|h| h.inode).collect();
     let tcp = [process.tcp(), process.tcp6()]
         .into_iter()
         .flatten()
@@ -76,7 +183,7 @@ pub fn via_proc_net(process: &Process, inodes: &[u64], keep: usize) -> SocketFig
         .flatten()
         .map(|e| e.inode)
         .collect();
-    join(&Table { tcp, unix }, inodes, keep)
+    join(&Table { tcp, unix }, &inodes, keep)
 }
 
 /// Each of `inodes` by state, and the `keep` most common endpoints.
