@@ -205,8 +205,11 @@ fn a_real_recording_then_a_day_of_its_samples_stay_within_bounds() {
         "recorder peak RSS {recorder_rss} B"
     );
 
-    // A day of the same samples.
-    let day_dir = dir.path().join("day");
+    // A day of the same samples; LEAKSCOPE_DAY_OUT keeps it for the
+    // benchmark (xtask/bench/day-long.sh).
+    let day_dir = std::env::var_os("LEAKSCOPE_DAY_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("day"));
     let started = Instant::now();
     synthesize_day(&real.samples, &day_dir, real.meta.clone());
     let disk = dir_size(&day_dir);
