@@ -34,6 +34,7 @@ enum Cmd {
     Test,
     /// The benchmarks, each a ratio measured side by side in one run: the
     /// reference server against nginx (when nginx and wrk are installed),
+    /// the procfs sampler on a busy host (xtask/bench/sampler-busy-host.sh),
     /// then the criterion benchmarks (arguments after `--` go to `cargo
     /// bench`)
     Bench(BenchArgs),
@@ -50,7 +51,7 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Run only one of the two
+    /// Run only one of them
     #[arg(long, value_enum)]
     only: Option<BenchKind>,
     #[command(flatten)]
@@ -63,6 +64,9 @@ struct BenchArgs {
 enum BenchKind {
     /// The reference server against nginx, with wrk
     Nginx,
+    /// CPU per procfs sample with 100,000 TIME_WAIT entries on loopback,
+    /// sock_diag netlink beside /proc/PID/net/tcp
+    Sampler,
     /// `cargo bench --workspace`
     Criterion,
 }
@@ -162,13 +166,24 @@ fn test() -> ExitCode {
 
 fn bench(args: &BenchArgs) -> ExitCode {
     let mut ok = true;
-    if args.only != Some(BenchKind::Criterion) {
+    let wanted = |kind| args.only.is_none_or(|only| only == kind);
+    if wanted(BenchKind::Nginx) {
         if let Err(e) = versus::run(&args.versus) {
             eprintln!("xtask bench: against nginx: {e:#}");
             ok = false;
         }
     }
-    if args.only != Some(BenchKind::Nginx) {
+    if wanted(BenchKind::Sampler) {
+        let script = workspace::root().join("xtask/bench/sampler-busy-host.sh");
+        ok &= match Command::new(&script).status() {
+            Ok(s) => s.success(),
+            Err(e) => {
+                eprintln!("xtask bench: cannot run {}: {e}", script.display());
+                false
+            }
+        };
+    }
+    if wanted(BenchKind::Criterion) {
         ok &= match Command::new(workspace::cargo())
             .args(["bench", "--workspace"])
             .args(&args.cargo_args)

@@ -6,7 +6,9 @@
 //! loopback namespace with TIME_WAIT entries (connections the client side
 //! closes first, so no process owns them), then samples the target both
 //! ways in interleaved rounds and prints each round and the median and
-//! range. CPU is this process's user+sys (CLOCK_PROCESS_CPUTIME_ID); it is
+//! range. A third row, "netlink, cold", is a new source every sample: every
+//! socket is new to it, so each sample pays the dump of the connection
+//! table that a target opening connections all the time would cause. CPU is this process's user+sys (CLOCK_PROCESS_CPUTIME_ID); it is
 //! single-threaded, so that is the sampling alone.
 //!
 //!   cargo run --release -p leakscope --example sampler_busy_host -- \
@@ -72,19 +74,28 @@ fn main() {
         "target: {} fds ({:?}), TCP {:?}",
         first.fds, first.fds_by_kind, first.tcp_states
     );
-    let mut per: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let names = ["netlink", "/proc/net", "netlink, cold"];
+    let mut per: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     println!("round | way | samples | CPU µs per sample | wall µs per sample");
     for round in 0..rounds {
-        // Interleaved, the order swapped each round.
-        for k in [round % 2, 1 - round % 2] {
-            let (name, source) = &ways[k];
-            let (n, cpu, wall) = measure(source);
+        // Interleaved, the order turned each round.
+        for i in 0..3 {
+            let k = (round + i) % 3;
+            let (n, cpu, wall) = match k {
+                2 => measure(|| {
+                    let cold = ProcSource::with_socket_way(pid, SocketWay::Netlink);
+                    cold.expect("netlink").sample().expect("a sample");
+                }),
+                _ => measure(|| {
+                    ways[k].1.sample().expect("a sample");
+                }),
+            };
             per[k].push(cpu);
-            println!("{round} | {name} | {n} | {cpu:.0} | {wall:.0}");
+            println!("{round} | {} | {n} | {cpu:.0} | {wall:.0}", names[k]);
         }
     }
     println!("TIME_WAIT at the end: {}", time_wait_now());
-    for (k, (name, _)) in ways.iter().enumerate() {
+    for (k, name) in names.iter().enumerate() {
         let (med, lo, hi) = spread(&mut per[k]);
         println!("{name}: median {med:.0} µs CPU per sample (range {lo:.0}–{hi:.0}) over {rounds} rounds");
     }
@@ -95,11 +106,11 @@ fn main() {
 
 /// Samples one way for at least [`ROUND`]: how many, and CPU and wall µs
 /// per sample.
-fn measure(source: &ProcSource) -> (u32, f64, f64) {
+fn measure(mut sample: impl FnMut()) -> (u32, f64, f64) {
     let (cpu0, wall0) = (cpu_ns(), Instant::now());
     let mut n = 0;
     while n < 3 || wall0.elapsed() < ROUND {
-        source.sample().expect("a sample");
+        sample();
         n += 1;
     }
     let cpu = (cpu_ns() - cpu0) as f64 / 1e3 / f64::from(n);
