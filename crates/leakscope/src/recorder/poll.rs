@@ -67,12 +67,12 @@ impl<T, E> Reading<T, E> {
     }
 }
 
-pub struct Poll<T> {
-    task: Option<JoinHandle<Result<T, String>>>,
+pub struct Poll<T, E = String> {
+    task: Option<JoinHandle<Result<T, E>>>,
     started: Instant,
 }
 
-impl<T: Send + 'static> Default for Poll<T> {
+impl<T: Send + 'static, E: Send + 'static> Default for Poll<T, E> {
     fn default() -> Self {
         Poll {
             task: None,
@@ -81,7 +81,7 @@ impl<T: Send + 'static> Default for Poll<T> {
     }
 }
 
-impl<T: Send + 'static> Poll<T> {
+impl<T: Send + 'static, E: Send + 'static> Poll<T, E> {
     /// Starts a read, unless the last one is still running: then the tick
     /// waits for that one again, and uses its answer if it comes. A read
     /// that ended between ticks, after its own tick gave up on it, is
@@ -89,7 +89,7 @@ impl<T: Send + 'static> Poll<T> {
     /// quickly.
     pub fn start<F>(&mut self, read: F)
     where
-        F: Future<Output = Result<T, String>> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
         if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
@@ -99,8 +99,13 @@ impl<T: Send + 'static> Poll<T> {
     }
 
     /// The read's answer if it comes by `deadline`. An answer to a read
-    /// an earlier tick started keeps that start: its `Taken` says so.
-    pub async fn collect(&mut self, deadline: tokio::time::Instant) -> Reading<T> {
+    /// an earlier tick started keeps that start: its `Taken` says so. A
+    /// read whose task died answers `task_failed(why)`.
+    pub async fn collect_with(
+        &mut self,
+        deadline: tokio::time::Instant,
+        task_failed: impl FnOnce(String) -> E,
+    ) -> Reading<T, E> {
         let Some(task) = self.task.as_mut() else {
             return Reading::None;
         };
@@ -111,14 +116,21 @@ impl<T: Send + 'static> Poll<T> {
                 let taken = Taken::since(self.started);
                 match joined {
                     Ok(result) => Reading::of(result, taken),
-                    Err(e) => Reading::Failed(format!("the read's task: {e}"), taken),
+                    Err(e) => Reading::Failed(task_failed(format!("the read's task: {e}")), taken),
                 }
             }
         }
     }
 }
 
-impl<T> Drop for Poll<T> {
+impl<T: Send + 'static> Poll<T> {
+    /// [`Poll::collect_with`] for a read whose errors are text.
+    pub async fn collect(&mut self, deadline: tokio::time::Instant) -> Reading<T> {
+        self.collect_with(deadline, |why| why).await
+    }
+}
+
+impl<T, E> Drop for Poll<T, E> {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();

@@ -1,13 +1,13 @@
 //! One tick's reads of every source, side by side.
 //!
 //! All start at the same moment, the sample's `t_ms`: procfs on a blocking
-//! thread, each HTTP source on a task of its own ([`Poll`]), leakscope's own
-//! copies (the console's tasks, the driver's counters) in place. A sample's
+//! thread and each HTTP source on a task of its own ([`Poll`]), each waited
+//! for until the tick's deadline; leakscope's own copies (the console's
+//! tasks, the driver's counters) in place. A sample's
 //! figures are then of one moment, not of a sequence skewed by whichever
 //! source was slow, and each reading keeps when it was taken.
 
 use std::future::Future;
-use std::time::Instant;
 
 use leakscope_load::Counts;
 use leakscope_rundir::{HeapSample, ProcSample, TaskSample};
@@ -35,10 +35,10 @@ impl Readings {
     }
 }
 
-/// The reads that outlive a tick: those asked over HTTP, one of each at
-/// most in flight.
+/// The reads that can outlive a tick, one of each at most in flight.
 #[derive(Default)]
 pub struct Reads {
+    proc: Poll<ProcSample, ProcSourceError>,
     heap: Poll<HeapSample>,
     tasks: Poll<Option<TaskSample>>,
     metrics: Poll<Option<u64>>,
@@ -49,17 +49,20 @@ pub struct Reads {
 }
 
 impl Reads {
-    /// Reads every source at once. procfs is waited for whatever it takes:
-    /// it is local, and it alone says whether the target lives. The others
-    /// are waited for until `deadline`.
+    /// Reads every source at once, each waited for until `deadline`:
+    /// procfs too, so a read that overruns (a host whose socket tables are
+    /// huge) loses its own reading that tick, never the tick's pace. Only
+    /// an answer says the target is gone.
     pub async fn take(&mut self, sources: &Sources, deadline: tokio::time::Instant) -> Readings {
-        let proc = read_proc(&sources.proc);
+        self.proc.start(read_proc(&sources.proc));
+        let pid = sources.proc.pid();
         self.start(sources);
         let driven = sources.load.as_ref().map(|c| (c.counts(), Taken::now()));
         let console_now = !self.hooks_counted;
         let mut console = read_console(sources, console_now);
         let (proc, heap, tasks, metrics) = tokio::join!(
-            proc,
+            self.proc
+                .collect_with(deadline, |message| ProcSourceError::Other { pid, message }),
             self.heap.collect(deadline),
             self.tasks.collect(deadline),
             self.metrics.collect(deadline),
@@ -95,22 +98,21 @@ impl Reads {
     }
 }
 
-/// Starts reading /proc at once, on a blocking thread (a process with
-/// thousands of fds takes milliseconds to list); the future is its answer.
-fn read_proc(proc: &ProcSource) -> impl Future<Output = Reading<ProcSample, ProcSourceError>> {
-    let started = Instant::now();
+/// A read of /proc on a blocking thread (a process with thousands of fds
+/// takes milliseconds to list); the future is its answer.
+fn read_proc(
+    proc: &ProcSource,
+) -> impl Future<Output = Result<ProcSample, ProcSourceError>> + Send + 'static {
     let (source, pid) = (proc.clone(), proc.pid());
-    let task = tokio::task::spawn_blocking(move || source.sample());
     async move {
-        let joined = task.await;
-        let taken = Taken::since(started);
-        let result = joined.unwrap_or_else(|e| {
-            Err(ProcSourceError::Other {
-                pid,
-                message: format!("the read's task: {e}"),
+        tokio::task::spawn_blocking(move || source.sample())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ProcSourceError::Other {
+                    pid,
+                    message: format!("the read's task: {e}"),
+                })
             })
-        });
-        Reading::of(result, taken)
     }
 }
 
