@@ -249,21 +249,23 @@ pub fn judge_evidence(e: &Evidence, fmt: &dyn Fn(f64) -> String) -> Judgement {
 /// The smallest leak per unit of work that rule 2 would have called LEAK
 /// on this run: what a STABLE or BOUNDED verdict rules out.
 ///
-/// Why it is exact rather than a rule of thumb: a leak of `r` per unit of
-/// work adds `r·x` to every point, which moves every pairwise slope, so the
-/// Theil–Sen slope, both ends of its interval and the tail's slope, by `r`.
-/// Rule 2 then needs (slope + r)·span ≥ floor, lo + r > 0 and tail + r ≥
-/// ½(slope + r): the largest of the three `r` is the limit. The floor
-/// term shrinks as 1/work, the interval's roughly as fast or faster, so
-/// more work lowers the limit at least in proportion.
+/// Why it is exact rather than a rule of thumb: take the run's noise as
+/// what is left once its fitted slope is taken out, and put a leak of `r`
+/// per unit of work under it. Every pairwise slope moves by `r - slope`,
+/// so the Theil–Sen slope becomes `r`, its interval's lower end
+/// `r - (slope - lo)` and the tail's slope `r - (slope - tail)`. Rule 2
+/// then needs r·span ≥ floor, `r > slope - lo`, and the tail at least
+/// half of `r`: the largest of the three bounds is the limit. The floor
+/// term shrinks as 1/work, the interval's at least as fast, so more work
+/// lowers the limit at least in proportion.
 pub fn detection_limit(fit: &Fit, tail: Option<&Fit>, span: f64, floor: f64) -> Option<f64> {
-    if !(span > 0.0) {
+    if span.is_nan() || span <= 0.0 {
         return None;
     }
-    let by_floor = floor / span - fit.slope;
-    let by_interval = -fit.lo;
-    let by_tail = tail.map_or(0.0, |t| fit.slope - t.slope / TAIL_RATIO);
-    let r = by_floor.max(by_interval).max(by_tail).max(0.0);
+    let by_floor = floor / span;
+    let by_interval = fit.slope - fit.lo;
+    let by_tail = tail.map_or(0.0, |t| (fit.slope - t.slope) / (1.0 - TAIL_RATIO));
+    let r = by_floor.max(by_interval).max(by_tail);
     r.is_finite().then_some(r)
 }
 

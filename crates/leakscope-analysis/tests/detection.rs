@@ -1,7 +1,8 @@
-//! What a STABLE or BOUNDED verdict rules out: a leak just above the
-//! detection limit, added to the same run, reads LEAK; one just below it
-//! does not. Series are generated (noise from a fixed-seed generator), and
-//! the limit is read from the verdict, not set by the test.
+//! What a STABLE or BOUNDED verdict rules out: the same run's noise (what
+//! is left once its fitted slope is taken out) over a leak just above the
+//! detection limit reads LEAK; over one just below it, not. Series are
+//! generated (noise from a fixed-seed generator), and the limit is read
+//! from the verdict, not set by the test.
 
 use leakscope_analysis::trend::{judge, Verdict};
 
@@ -27,8 +28,11 @@ fn series(n: usize, work: f64, amp: f64, seed: u64, f: impl Fn(f64) -> f64) -> V
         .collect()
 }
 
-fn with_leak(s: &[(f64, f64)], rate: f64) -> Vec<(f64, f64)> {
-    s.iter().map(|&(x, y)| (x, y + rate * x)).collect()
+/// The run's noise over a leak of `rate`: its own slope taken out first.
+fn with_leak(s: &[(f64, f64)], fitted: f64, rate: f64) -> Vec<(f64, f64)> {
+    s.iter()
+        .map(|&(x, y)| (x, y - fitted * x + rate * x))
+        .collect()
 }
 
 fn check_limit(s: &[(f64, f64)], baseline: &[f64], floor: f64) -> f64 {
@@ -41,9 +45,10 @@ fn check_limit(s: &[(f64, f64)], baseline: &[f64], floor: f64) -> f64 {
     );
     let limit = j.detection_limit.expect("a limit for STABLE and BOUNDED");
     assert!(limit > 0.0);
-    let above = judge(&with_leak(s, limit * 1.02), baseline, floor);
+    let fitted = j.fit.unwrap().slope;
+    let above = judge(&with_leak(s, fitted, limit * 1.02), baseline, floor);
     assert_eq!(above.verdict, Verdict::Leak, "{limit}: {}", above.reason);
-    let below = judge(&with_leak(s, limit * 0.98), baseline, floor);
+    let below = judge(&with_leak(s, fitted, limit * 0.98), baseline, floor);
     assert_ne!(below.verdict, Verdict::Leak, "{limit}: {}", below.reason);
     limit
 }
@@ -85,6 +90,17 @@ fn more_work_lowers_the_limit() {
         long.detection_limit.unwrap(),
     );
     assert!(b < a / 5.0, "{a} then {b}");
+}
+
+#[test]
+fn a_leak_under_the_floor_is_not_subtracted_from_the_limit() {
+    // The case: 2 KiB per request over 900 requests is under RSS's
+    // 4 MiB floor; the run rules out leaks above 4 MiB / 900, whatever
+    // part of that the service already leaks.
+    let s = series(90, 900.0, 8192.0, 11, |x| 50e6 + 2048.0 * x);
+    let limit = check_limit(&s, &[50e6; 8], 4.0 * 1048576.0);
+    let by_floor = 4.0 * 1048576.0 / 900.0;
+    assert!((limit - by_floor).abs() < 0.1 * by_floor, "{limit}");
 }
 
 #[test]

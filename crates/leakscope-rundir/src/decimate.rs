@@ -44,7 +44,7 @@ impl Decimator {
     pub(crate) fn push(&mut self, sample: Sample) {
         let i = self.seen;
         self.seen += 1;
-        if i % self.stride != 0 {
+        if !i.is_multiple_of(self.stride) {
             self.last = Some(sample);
             return;
         }
@@ -53,7 +53,7 @@ impl Decimator {
         if self.kept.len() > self.cap {
             self.stride *= 2;
             let stride = self.stride;
-            self.kept.retain(|(i, _)| i % stride == 0);
+            self.kept.retain(|(i, _)| i.is_multiple_of(stride));
         }
     }
 

@@ -26,6 +26,12 @@ pub struct CheckArgs {
     /// described by docs/check-json.schema.json).
     #[arg(long)]
     pub json: bool,
+    /// METRIC=AMOUNT (repeatable): the run must rule out leaks above
+    /// AMOUNT per unit of work of this metric (rss=1KiB, fds=0.01); a STABLE
+    /// or BOUNDED verdict that cannot reads INCONCLUSIVE, with how much
+    /// more work would reach it.
+    #[arg(long, value_name = "METRIC=AMOUNT", value_parser = sensitivity)]
+    pub sensitivity: Vec<(MetricId, f64)>,
 }
 
 /// `check`'s limit flags, made from the metric table
@@ -85,6 +91,32 @@ impl clap::Args for GateFlags {
     }
 }
 
+/// `rss=1KiB`: a metric of the table and an amount in its unit.
+fn sensitivity(s: &str) -> Result<(MetricId, f64), String> {
+    let (name, amount) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected METRIC=AMOUNT, such as rss=1KiB"))?;
+    let def = METRICS
+        .iter()
+        .find(|d| d.id.as_str() == name.trim() && !d.rate)
+        .ok_or_else(|| {
+            let names: Vec<&str> = METRICS
+                .iter()
+                .filter(|d| !d.rate)
+                .map(|d| d.id.as_str())
+                .collect();
+            format!(
+                "{name:?} is not a metric with a verdict; one of {}",
+                names.join(", ")
+            )
+        })?;
+    let v = limit(def.unit, amount.trim())?;
+    if v <= 0.0 {
+        return Err(format!("{s:?}: the amount must be above 0"));
+    }
+    Ok((def.id, v))
+}
+
 /// A per-request limit in the metric's unit: a finite, non-negative
 /// number, or a size for bytes. NaN would compare false against every
 /// slope and pass every leak.
@@ -105,13 +137,15 @@ fn limit(unit: Unit, s: &str) -> Result<f64, String> {
 /// Exit 0: usable and no limit broken; 1: a limit broken; 2: the run is
 /// unreadable or unusable.
 pub fn run(args: CheckArgs) -> ExitCode {
-    let a = match leakscope_analysis::analyze(&args.run) {
+    let mut a = match leakscope_analysis::analyze(&args.run) {
         Ok(a) => a,
         Err(e) => {
             tell!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let wanted: BTreeMap<MetricId, f64> = args.sensitivity.iter().copied().collect();
+    leakscope_analysis::sensitivity::require(&mut a, &wanted);
     let limits = gate::Limits {
         per_request: args.limits.0,
         allow_inconclusive: args.allow_inconclusive,
