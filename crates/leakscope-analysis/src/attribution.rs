@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use leakscope_rundir::{RunFile, Sample};
+use leakscope_rundir::{fdpath, RunFile, Sample};
 use serde::Serialize;
 
 use crate::pprof::{self, Frame};
@@ -146,23 +146,11 @@ fn sort(rows: &mut [Growth]) {
 }
 
 /// A path with every run of ASCII digits made `*`: the sampler's rule for
-/// [`leakscope_rundir::ProcSample::top_file_patterns`], so a path row can
-/// be matched to the pattern row it falls under.
+/// [`leakscope_rundir::ProcSample::top_file_patterns`] (one rule, in
+/// [`leakscope_rundir::fdpath`]), so a path row can be matched to the
+/// pattern row it falls under.
 pub fn path_pattern(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut in_digits = false;
-    for c in path.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('*');
-            }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
-        }
-    }
-    out
+    fdpath::pattern(path).into_owned()
 }
 
 /// fd paths that grew, grouped: a pattern row (digits made `*`) where it
@@ -171,8 +159,13 @@ pub fn path_pattern(path: &str) -> String {
 /// samples did not rank. A leak of one fd per request to a new file each
 /// time grows no path (each is open once) but grows its pattern.
 /// `patterns` empty (runs written before the sampler counted them): the
-/// paths alone.
+/// paths alone. Directory keys (`/tmp/`) among `patterns` add a row when
+/// the directory grew more than any row in it: files with random names
+/// (`/tmp/.tmpAbCdEf`) that no digit pattern groups.
 pub fn grouped_paths(files: Vec<Growth>, patterns: Vec<Growth>) -> Vec<Growth> {
+    let (dirs, patterns): (Vec<Growth>, Vec<Growth>) = patterns
+        .into_iter()
+        .partition(|p| fdpath::is_directory(&p.key));
     let mut rows: Vec<Growth> = Vec::new();
     for p in patterns.iter().filter(|p| p.growth > 0.0) {
         let mut members = files.iter().filter(|f| path_pattern(&f.key) == p.key);
@@ -195,6 +188,19 @@ pub fn grouped_paths(files: Vec<Growth>, patterns: Vec<Growth>) -> Vec<Growth> {
             .filter(|f| f.growth > 0.0 && !ranked.contains(path_pattern(&f.key).as_str()))
             .cloned(),
     );
+    let dir_rows: Vec<Growth> = dirs
+        .into_iter()
+        .filter(|d| {
+            let inside = rows
+                .iter()
+                .filter(|r| fdpath::in_directory(&r.key, &d.key))
+                .map(|r| r.growth)
+                .fold(0.0, f64::max);
+            d.growth > inside
+        })
+        .map(|d| Growth { pattern: true, ..d })
+        .collect();
+    rows.extend(dir_rows);
     sort(&mut rows);
     rows.truncate(TOP);
     rows
@@ -428,6 +434,38 @@ mod tests {
         assert_eq!(path_pattern("/dev/pts/0"), "/dev/pts/*");
         assert_eq!(path_pattern("7"), "*");
         assert_eq!(path_pattern(""), "");
+    }
+
+    /// Temporary files with random names: no digit pattern groups them,
+    /// their directory does; a directory whose growth one row explains
+    /// adds nothing.
+    #[test]
+    fn a_directory_row_groups_names_without_digits() {
+        let files = vec![
+            row("/tmp/.tmpAbCdEf", 0.0, 1.0),
+            row("/tmp/.tmpQwErTy", 0.0, 1.0),
+            row("/srv/big.bin", 0.0, 600.0),
+        ];
+        let patterns = vec![
+            row("/tmp/.tmpAbCdEf", 0.0, 1.0),
+            row("/srv/big.bin", 0.0, 600.0),
+            row("/tmp/", 2.0, 5_002.0),
+            row("/srv/", 0.0, 600.0),
+        ];
+        let rows = grouped_paths(files, patterns);
+        let keys: Vec<(&str, f64, bool)> = rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.growth, r.pattern))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("/tmp/", 5_000.0, true),
+                ("/srv/big.bin", 600.0, false),
+                ("/tmp/.tmpAbCdEf", 1.0, false),
+                ("/tmp/.tmpQwErTy", 1.0, false),
+            ]
+        );
     }
 
     /// One log file per request: no path grows (each is open once), the

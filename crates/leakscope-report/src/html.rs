@@ -345,14 +345,19 @@ fn fd_paths_table(rows: &[Growth], per: Option<f64>) -> Table {
     for (row, g) in t.rows.iter_mut().zip(rows) {
         if g.pattern {
             if let Some(what) = row.cells.last_mut() {
-                what.push_str(" (pattern)");
+                what.push_str(if leakscope_rundir::fdpath::is_directory(&g.key) {
+                    " (any file in it)"
+                } else {
+                    " (pattern)"
+                });
             }
         }
     }
     if rows.iter().any(|g| g.pattern) {
         t.note = Some(
             "a pattern stands for every path it matches, each run of digits a *: files opened once each \
-             (one per request) grow only as their pattern"
+             (one per request) grow only as their pattern; a directory (ending in /) stands for every file in it, \
+             for names with no digits to group by"
                 .into(),
         );
     }

@@ -29,6 +29,7 @@
 //! pass in, so the report side can depend on it freely.
 
 mod decimate;
+pub mod fdpath;
 mod human;
 mod meta;
 mod reader;

@@ -68,7 +68,9 @@ pub struct ProcSample {
     /// path is `*`, so a leak of one fd per request to a new file each time
     /// (`/var/log/app/req-1.log`, `req-2.log`, …) is one growing row
     /// (`/var/log/app/req-*.log`) where `top_files` shows only ones.
-    /// Empty in runs written before it.
+    /// Then the most-open directories, keyed by their pattern with a
+    /// trailing `/` (`/tmp/`), for names without digits (`.tmpAbCdEf`).
+    /// The keys are [`crate::fdpath`]'s. Empty in runs written before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_file_patterns: Vec<(String, u64)>,
     /// TCP sockets by state (ESTABLISHED, CLOSE_WAIT, …).

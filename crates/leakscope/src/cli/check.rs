@@ -211,7 +211,9 @@ fn print_text(a: &Analysis, r: &gate::CheckReport) -> std::io::Result<()> {
     // Grouped as the report and the JSON group them: a pattern where one
     // stands for many paths (a new file per request), else the path.
     if let Some(p) = att.fd_paths.first() {
-        let what = if p.pattern {
+        let what = if leakscope_rundir::fdpath::is_directory(&p.key) {
+            "fd directory (files of any name)"
+        } else if p.pattern {
             "fd path pattern"
         } else {
             "fd path"
