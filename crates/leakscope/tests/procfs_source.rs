@@ -204,3 +204,68 @@ fn a_process_that_exits_is_reported_gone() {
         other => panic!("expected Gone, got {other:?}"),
     }
 }
+
+const NETNS_CHILD_ENV: &str = "LEAKSCOPE_TEST_NETNS_CHILD";
+
+/// Not a test: the child of the namespace test, re-executed under
+/// `unshare -n`: a listener in a network namespace of its own.
+#[test]
+fn netns_child_process() {
+    if std::env::var(NETNS_CHILD_ENV).is_err() {
+        return;
+    }
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    println!("PORT {}", listener.local_addr().unwrap().port());
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// A target in another network namespace is read in its own: the netlink
+/// socket is opened there. Creating the namespace needs CAP_SYS_ADMIN, as
+/// reading another's does; without it there is nothing to test here (the
+/// fallback is `/proc/PID/net`, the other test's comparison).
+#[test]
+fn a_target_in_another_network_namespace_is_read_in_its_own() {
+    let Ok(mut child) = std::process::Command::new("unshare")
+        .arg("-n")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "netns_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NETNS_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("no unshare(1): skipped");
+        return;
+    };
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // libtest prints the test's name before it on the same line.
+    while !line.contains("PORT ") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            // unshare refused (no CAP_SYS_ADMIN): the child never ran.
+            child.wait().unwrap();
+            eprintln!("cannot create a network namespace here: skipped");
+            return;
+        }
+    }
+    let port = line.rsplit("PORT ").next().unwrap_or("").trim().to_string();
+    let source = ProcSource::new(child.id() as i32).unwrap();
+    let sample = source.sample().unwrap();
+    let way = source.socket_way();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(way, SocketWay::Netlink);
+    assert_eq!(sample.tcp_states.get("LISTEN"), Some(&1), "{sample:?}");
+    let listen = format!("LISTEN 0.0.0.0:{port}");
+    assert!(
+        sample.top_sockets.iter().any(|(k, _)| *k == listen),
+        "{sample:?}"
+    );
+}

@@ -43,12 +43,23 @@ pub struct Held {
 /// The netlink way, and what it remembers between samples so that a
 /// sample costs lookups of the target's own sockets, not a walk of every
 /// socket the host holds: each TCP socket's key once a dump has found it,
-/// and the sockets that are not TCP (their protocol never changes).
+/// the sockets that are not TCP (their protocol never changes), and the TCP
+/// sockets no table held at the last dump.
 pub struct NetlinkTable {
     diag: SockDiag,
     keys: HashMap<u64, Key>,
     not_tcp: HashMap<u64, &'static str>,
+    /// TCP sockets in no table (created and never connected, or reset and
+    /// left open: a leak of them is one of the zoo's modes). They count as
+    /// OTHER, as `/proc/PID/net` has them, and are looked for again by every
+    /// dump, and by one at least every [`RECHECK_UNHASHED`] samples.
+    unhashed: HashSet<u64>,
+    since_dump: u32,
 }
+
+/// How many samples a socket can read OTHER after it left the unhashed
+/// state (bound or connected late), at most.
+const RECHECK_UNHASHED: u32 = 8;
 
 impl NetlinkTable {
     pub fn new(diag: SockDiag) -> Self {
@@ -56,7 +67,16 @@ impl NetlinkTable {
             diag,
             keys: HashMap::new(),
             not_tcp: HashMap::new(),
+            unhashed: HashSet::new(),
+            since_dump: 0,
         }
+    }
+
+    /// Forgets the sockets the target no longer holds.
+    fn retain(&mut self, ours: &HashSet<u64>) {
+        self.keys.retain(|i, _| ours.contains(i));
+        self.not_tcp.retain(|i, _| ours.contains(i));
+        self.unhashed.retain(|i| ours.contains(i));
     }
 }
 
@@ -77,44 +97,13 @@ pub fn via_netlink(
 ) -> std::io::Result<SocketFigures> {
     let inodes: Vec<u64> = held.iter().map(|h| h.inode).collect();
     let ours: HashSet<u64> = inodes.iter().copied().collect();
-    t.keys.retain(|i, _| ours.contains(i));
-    t.not_tcp.retain(|i, _| ours.contains(i));
+    t.retain(&ours);
     let mut table = Table::default();
-    t.diag.tcp_dump(StateFlags::LISTEN, |e, key| {
-        if ours.contains(&e.inode) {
-            t.keys.insert(e.inode, key);
-        }
-        table.tcp.push(e);
-    })?;
+    t.diag
+        .tcp_dump(StateFlags::LISTEN, |e, _| table.tcp.push(e))?;
     let listeners: HashSet<u64> = table.tcp.iter().map(|e| e.inode).collect();
-    let mut known = Vec::new();
-    let mut unknown: HashSet<u64> = HashSet::new();
-    for h in held {
-        if listeners.contains(&h.inode) || t.not_tcp.contains_key(&h.inode) {
-            continue;
-        }
-        match t.keys.get(&h.inode) {
-            Some(key) => known.push((h.inode, key.clone())),
-            None => match protocol(pid, h.fd) {
-                Some(p) if p == "TCP" || p == "TCPv6" => {
-                    unknown.insert(h.inode);
-                }
-                Some(p) if p.starts_with("UNIX") => {
-                    t.not_tcp.insert(h.inode, "UNIX");
-                }
-                Some(_) => {
-                    t.not_tcp.insert(h.inode, "OTHER");
-                }
-                None => {
-                    unknown.insert(h.inode);
-                }
-            },
-        }
-    }
-    let before = table.tcp.len();
-    let keys: Vec<Key> = known.iter().map(|(_, k)| k.clone()).collect();
-    t.diag.tcp_lookup(&keys, |e| table.tcp.push(e))?;
-    let found: HashSet<u64> = table.tcp[before..].iter().map(|e| e.inode).collect();
+    let (known, mut unknown) = sort_out(t, pid, held, &listeners);
+    let found = lookup(t, &known, &mut table)?;
     // Closed since, or its 4-tuple now another socket's: found afresh.
     for (inode, _) in &known {
         if !found.contains(inode) {
@@ -122,22 +111,20 @@ pub fn via_netlink(
             unknown.insert(*inode);
         }
     }
-    if !unknown.is_empty() {
-        let owned = StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN;
-        t.diag.tcp_dump(owned, |e, key| {
-            if unknown.remove(&e.inode) {
-                t.keys.insert(e.inode, key);
-                table.tcp.push(e);
-            }
-        })?;
+    t.since_dump += 1;
+    let recheck = !t.unhashed.is_empty() && t.since_dump >= RECHECK_UNHASHED;
+    if !unknown.is_empty() || recheck {
+        unknown.extend(t.unhashed.drain());
+        dump_owned(t, &mut unknown, &mut table)?;
     }
     if !unknown.is_empty() {
         t.diag.unix_inodes(|i| {
-            if unknown.contains(&i) {
+            if unknown.remove(&i) {
                 t.not_tcp.insert(i, "UNIX");
             }
         })?;
     }
+    t.unhashed.extend(unknown);
     table.unix = t
         .not_tcp
         .iter()
@@ -145,6 +132,69 @@ pub fn via_netlink(
         .map(|(i, _)| *i)
         .collect();
     Ok(join(&table, &inodes, keep))
+}
+
+/// The target's sockets that are neither listeners nor known not to be TCP
+/// nor known unhashed: those with a key to look up, and those to find.
+fn sort_out(
+    t: &mut NetlinkTable,
+    pid: i32,
+    held: &[Held],
+    listeners: &HashSet<u64>,
+) -> (Vec<(u64, Key)>, HashSet<u64>) {
+    let mut known = Vec::new();
+    let mut unknown = HashSet::new();
+    for h in held {
+        let i = h.inode;
+        if listeners.contains(&i) || t.not_tcp.contains_key(&i) || t.unhashed.contains(&i) {
+            continue;
+        }
+        if let Some(key) = t.keys.get(&i) {
+            known.push((i, key.clone()));
+            continue;
+        }
+        match protocol(pid, h.fd).as_deref() {
+            Some("TCP" | "TCPv6") | None => {
+                unknown.insert(i);
+            }
+            Some(p) if p.starts_with("UNIX") => {
+                t.not_tcp.insert(i, "UNIX");
+            }
+            Some(_) => {
+                t.not_tcp.insert(i, "OTHER");
+            }
+        }
+    }
+    (known, unknown)
+}
+
+/// The known sockets as they are now, into `table`; the inodes found.
+fn lookup(
+    t: &mut NetlinkTable,
+    known: &[(u64, Key)],
+    table: &mut Table,
+) -> std::io::Result<HashSet<u64>> {
+    let before = table.tcp.len();
+    let keys: Vec<Key> = known.iter().map(|(_, k)| k.clone()).collect();
+    t.diag.tcp_lookup(&keys, |e| table.tcp.push(e))?;
+    Ok(table.tcp[before..].iter().map(|e| e.inode).collect())
+}
+
+/// One dump of the states a process can own; what it finds of `unknown`
+/// goes into `table` with its key kept, and out of `unknown`.
+fn dump_owned(
+    t: &mut NetlinkTable,
+    unknown: &mut HashSet<u64>,
+    table: &mut Table,
+) -> std::io::Result<()> {
+    t.since_dump = 0;
+    let owned = StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN;
+    t.diag.tcp_dump(owned, |e, key| {
+        if unknown.remove(&e.inode) {
+            t.keys.insert(e.inode, key);
+            table.tcp.push(e);
+        }
+    })
 }
 
 /// A socket's protocol as the kernel names it ("TCP", "TCPv6", "UNIX",
