@@ -19,7 +19,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leakscope::sources::procfs::{ProcSource, SocketWay};
+use anyhow::Context;
+use leakscope::sources::procfs::{ProcSource, ProcSourceError, SocketWay};
 use rustix::time::{clock_gettime, ClockId};
 
 /// Connections per loopback destination address: under the 28,232 ports of
@@ -32,28 +33,27 @@ const HELD_FILES: usize = 32;
 /// How long a round's samples of one way run, at least.
 const ROUND: Duration = Duration::from_millis(400);
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("hold") {
-        hold();
-        return;
+        return hold();
     }
     let tw: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(7);
-    let mut target = Command::new(&args[0])
+    let mut target = Command::new(std::env::current_exe()?)
         .arg("hold")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("starting the target");
+        .context("starting the target")?;
     let mut ready = String::new();
-    let stdout = target.stdout.take().expect("piped");
+    let stdout = target.stdout.take().context("the target's stdout")?;
     BufReader::new(stdout)
         .read_line(&mut ready)
-        .expect("the target's ready line");
+        .context("the target's ready line")?;
     let pid = target.id() as i32;
     let started = Instant::now();
-    fill_time_wait(tw);
+    fill_time_wait(tw)?;
     println!(
         "filled in {:.1} s: TIME_WAIT {} (net/sockstat)",
         started.elapsed().as_secs_f64(),
@@ -62,14 +62,14 @@ fn main() {
     let ways = [
         (
             "netlink",
-            ProcSource::with_socket_way(pid, SocketWay::Netlink).expect("netlink"),
+            ProcSource::with_socket_way(pid, SocketWay::Netlink)?,
         ),
         (
             "/proc/net",
-            ProcSource::with_socket_way(pid, SocketWay::ProcNet).expect("procfs"),
+            ProcSource::with_socket_way(pid, SocketWay::ProcNet)?,
         ),
     ];
-    let first = ways[0].1.sample().expect("a sample");
+    let first = ways[0].1.sample()?;
     println!(
         "target: {} fds ({:?}), TCP {:?}",
         first.fds, first.fds_by_kind, first.tcp_states
@@ -82,13 +82,8 @@ fn main() {
         for i in 0..3 {
             let k = (round + i) % 3;
             let (n, cpu, wall) = match k {
-                2 => measure(|| {
-                    let cold = ProcSource::with_socket_way(pid, SocketWay::Netlink);
-                    cold.expect("netlink").sample().expect("a sample");
-                }),
-                _ => measure(|| {
-                    ways[k].1.sample().expect("a sample");
-                }),
+                2 => measure(|| ProcSource::with_socket_way(pid, SocketWay::Netlink)?.sample())?,
+                _ => measure(|| ways[k].1.sample())?,
             };
             per[k].push(cpu);
             println!("{round} | {} | {n} | {cpu:.0} | {wall:.0}", names[k]);
@@ -102,20 +97,23 @@ fn main() {
     let _ = target.stdin.take().map(|mut i| i.write_all(b"\n"));
     let _ = target.kill();
     let _ = target.wait();
+    Ok(())
 }
 
 /// Samples one way for at least [`ROUND`]: how many, and CPU and wall µs
 /// per sample.
-fn measure(mut sample: impl FnMut()) -> (u32, f64, f64) {
+fn measure<T>(
+    mut sample: impl FnMut() -> Result<T, ProcSourceError>,
+) -> Result<(u32, f64, f64), ProcSourceError> {
     let (cpu0, wall0) = (cpu_ns(), Instant::now());
     let mut n = 0;
     while n < 3 || wall0.elapsed() < ROUND {
-        sample();
+        sample()?;
         n += 1;
     }
     let cpu = (cpu_ns() - cpu0) as f64 / 1e3 / f64::from(n);
     let wall = wall0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-    (n, cpu, wall)
+    Ok((n, cpu, wall))
 }
 
 fn cpu_ns() -> i128 {
@@ -131,12 +129,13 @@ fn spread(v: &mut [f64]) -> (f64, f64, f64) {
 /// `n` TIME_WAIT entries on loopback: to 127.0.0.2, .3, … (a listener on
 /// each), the client side closing first so that it, owned by no process
 /// once closed, holds TIME_WAIT; the server side closes after the FIN.
-fn fill_time_wait(n: u32) {
+fn fill_time_wait(n: u32) -> anyhow::Result<()> {
     let addresses = n.div_ceil(PER_ADDRESS);
     for a in 0..addresses {
         let ip = Ipv4Addr::new(127, 0, 0, 2 + a as u8);
-        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).expect("a loopback listener");
-        let to = listener.local_addr().expect("its address");
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0)))
+            .with_context(|| format!("a listener on {ip}"))?;
+        let to = listener.local_addr()?;
         for _ in 0..PER_ADDRESS.min(n - a * PER_ADDRESS) {
             let Ok(client) = TcpStream::connect(to) else {
                 continue;
@@ -148,6 +147,7 @@ fn fill_time_wait(n: u32) {
             drop(server);
         }
     }
+    Ok(())
 }
 
 /// TIME_WAIT entries now, from the `tw` field of /proc/net/sockstat.
@@ -165,23 +165,22 @@ fn time_wait_now() -> u64 {
 
 /// The target: stdio, a listener with 30 connections to itself (both
 /// ends), a unix pair, and 32 open files: 100 fds, held until stdin ends.
-fn hold() {
+fn hold() -> anyhow::Result<()> {
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let listener = TcpListener::bind("127.0.0.1:0")?;
     for _ in 0..HELD_SOCKET_PAIRS {
-        let c = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
+        let c = TcpStream::connect(listener.local_addr()?)?;
+        let (s, _) = listener.accept()?;
         keep.push(Box::new((c, s)));
     }
     keep.push(Box::new(listener));
-    keep.push(Box::new(
-        std::os::unix::net::UnixStream::pair().expect("pair"),
-    ));
-    let exe = std::env::current_exe().expect("exe");
+    keep.push(Box::new(std::os::unix::net::UnixStream::pair()?));
+    let exe = std::env::current_exe()?;
     for _ in 0..HELD_FILES {
-        keep.push(Box::new(std::fs::File::open(&exe).expect("open")));
+        keep.push(Box::new(std::fs::File::open(&exe)?));
     }
     println!("ready");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
 }

@@ -269,3 +269,80 @@ fn a_target_in_another_network_namespace_is_read_in_its_own() {
         "{sample:?}"
     );
 }
+
+const CHURN_CHILD_ENV: &str = "LEAKSCOPE_TEST_CHURN_CHILD";
+
+/// Not a test: the child of the churn test. Holds a listener and 3
+/// connections to it; on each line of stdin closes them and opens 3 new
+/// ones (new inodes, new ports), then says "DONE".
+#[test]
+fn churn_child_process() {
+    if std::env::var(CHURN_CHILD_ENV).is_err() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = || -> Vec<(TcpStream, TcpStream)> {
+        (0..3)
+            .map(|_| {
+                let c = TcpStream::connect(addr).unwrap();
+                (c, listener.accept().unwrap().0)
+            })
+            .collect()
+    };
+    let mut held = connect();
+    println!("DONE");
+    for _ in std::io::BufRead::lines(std::io::stdin().lock()) {
+        drop(held);
+        held = connect();
+        println!("DONE");
+    }
+}
+
+/// The netlink way remembers the sockets it found: after the target closes
+/// them and opens others, it must read the new ones, not the old keys, and
+/// agree with `/proc/PID/net` each time.
+#[test]
+fn netlink_follows_sockets_that_come_and_go() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "churn_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHURN_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut done = || {
+        let mut line = String::new();
+        while !line.contains("DONE") {
+            line.clear();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        }
+    };
+    done();
+    let pid = child.id() as i32;
+    let netlink = ProcSource::with_socket_way(pid, SocketWay::Netlink).unwrap();
+    let proc_net = ProcSource::with_socket_way(pid, SocketWay::ProcNet).unwrap();
+    for round in 0..4 {
+        let a = netlink.sample().unwrap();
+        let b = proc_net.sample().unwrap();
+        assert_eq!(
+            a.tcp_states.get("ESTABLISHED"),
+            Some(&6),
+            "round {round}: {a:?}"
+        );
+        assert_eq!(a.tcp_states, b.tcp_states, "round {round}");
+        assert_eq!(a.top_sockets, b.top_sockets, "round {round}");
+        std::io::Write::write_all(&mut input, b"next\n").unwrap();
+        done();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
