@@ -168,6 +168,9 @@ fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
     assert_eq!(patterns.get(logs.as_str()), Some(&5), "{patterns:?}");
+    // And their directory, the key for names without digits.
+    let dir_key = leakscope_rundir::fdpath::directory(&logs).unwrap();
+    assert_eq!(patterns.get(dir_key.as_str()), Some(&5), "{patterns:?}");
 }
 
 /// The netlink way and the `/proc/PID/net` way read the same sockets the

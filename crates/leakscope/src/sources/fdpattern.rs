@@ -9,39 +9,32 @@
 
 use std::collections::HashMap;
 
-/// `path` with every maximal run of ASCII digits replaced by one `*`.
-/// Allocates only when the path has a digit.
+use leakscope_rundir::fdpath;
+
+/// `path` with every maximal run of ASCII digits replaced by one `*`
+/// (the rule is [`fdpath::pattern`], shared with the analysis).
 pub fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.bytes().any(|b| b.is_ascii_digit()) {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let mut out = String::with_capacity(path.len());
-    let mut in_digits = false;
-    for c in path.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('*');
-            }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    fdpath::pattern(path)
 }
 
-/// The `keep` patterns with the most fds, most first (ties by pattern), from
-/// fd counts per path.
+/// The `keep` patterns with the most fds, most first (ties by pattern),
+/// then the `keep` directories with the most ([`fdpath::directory`]: files
+/// whose names have no digits to group by), from fd counts per path.
 pub fn top_patterns<'a>(
     files: impl IntoIterator<Item = (&'a str, u64)>,
     keep: usize,
 ) -> Vec<(String, u64)> {
-    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut patterns: HashMap<String, u64> = HashMap::new();
+    let mut dirs: HashMap<String, u64> = HashMap::new();
     for (path, n) in files {
-        *counts.entry(normalize(path).into_owned()).or_default() += n;
+        *patterns.entry(normalize(path).into_owned()).or_default() += n;
+        if let Some(d) = fdpath::directory(path) {
+            *dirs.entry(d).or_default() += n;
+        }
     }
-    top(counts, keep)
+    let mut rows = top(patterns, keep);
+    rows.extend(top(dirs, keep));
+    rows
 }
 
 /// The `keep` largest counts, most first, ties broken by name so that a
@@ -93,16 +86,34 @@ mod tests {
             vec![
                 ("/tmp/app-logs-*/req-*.log".to_string(), 50),
                 ("/srv/static/index.html".to_string(), 4),
+                ("/tmp/app-logs-*/".to_string(), 50),
+                ("/srv/static/".to_string(), 4),
             ]
         );
     }
 
     #[test]
     fn keeps_only_the_largest_with_ties_by_name() {
-        let files = [("/a1", 2), ("/b", 2), ("/c", 1), ("/a22", 3)];
+        let files = [("/a1", 2), ("/b", 2), ("/c", 1), ("/a22", 3), ("/d/x", 1)];
         assert_eq!(
             top_patterns(files, 2),
-            vec![("/a*".to_string(), 5), ("/b".to_string(), 2)]
+            vec![
+                ("/a*".to_string(), 5),
+                ("/b".to_string(), 2),
+                ("/".to_string(), 8),
+                ("/d/".to_string(), 1)
+            ]
         );
+    }
+
+    #[test]
+    fn random_names_group_by_their_directory() {
+        let files = [
+            ("/tmp/.tmpAbCdEf", 1),
+            ("/tmp/.tmpQwErTy", 1),
+            ("/srv/a", 3),
+        ];
+        let rows = top_patterns(files, 10);
+        assert!(rows.contains(&("/tmp/".to_string(), 2)), "{rows:?}");
     }
 }
