@@ -47,6 +47,29 @@ pub struct Key {
     id: SocketId,
 }
 
+impl Key {
+    /// Whether it is an IPv6 socket (v4-mapped ones included).
+    pub fn v6(&self) -> bool {
+        self.family == AF_INET6
+    }
+}
+
+/// Which address families a dump walks: each is a walk of the kernel's
+/// whole connection table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl Families {
+    pub const BOTH: Families = Families { v4: true, v6: true };
+
+    pub fn any(self) -> bool {
+        self.v4 || self.v6
+    }
+}
+
 /// A sock_diag netlink socket in the target's network namespace.
 pub struct SockDiag {
     socket: Socket,
@@ -101,15 +124,17 @@ impl SockDiag {
     }
 
     /// Every TCP socket (v4 and v6) in `states`, with the key to look it up
-    /// again. The kernel walks its whole connection table for this, TIME_WAIT
-    /// entries too (about 100 ns each), but sends only what matches; asked
-    /// for LISTEN alone it walks only the listeners.
+    /// again. The kernel walks its whole connection table for each family
+    /// asked, TIME_WAIT entries too (about 100 ns each), but sends only what
+    /// matches; asked for LISTEN alone it walks only the listeners.
     pub fn tcp_dump(
         &mut self,
+        families: Families,
         states: StateFlags,
         mut each: impl FnMut(TcpEntry, Key),
     ) -> io::Result<()> {
-        for family in [AF_INET, AF_INET6] {
+        let asked = [(families.v4, AF_INET), (families.v6, AF_INET6)];
+        for family in asked.into_iter().filter(|(a, _)| *a).map(|(_, f)| f) {
             let request = SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,

@@ -15,7 +15,7 @@ use procfs::process::Process;
 use super::fdpattern::top;
 use netlink_packet_sock_diag::inet::StateFlags;
 
-use super::sockdiag::{Key, SockDiag, TcpEntry};
+use super::sockdiag::{Families, Key, SockDiag, TcpEntry};
 
 /// The kernel's `TCP_LISTEN`.
 const LISTEN: u8 = 10;
@@ -100,22 +100,26 @@ pub fn via_netlink(
     t.retain(&ours);
     let mut table = Table::default();
     t.diag
-        .tcp_dump(StateFlags::LISTEN, |e, _| table.tcp.push(e))?;
+        .tcp_dump(Families::BOTH, StateFlags::LISTEN, |e, _| table.tcp.push(e))?;
     let listeners: HashSet<u64> = table.tcp.iter().map(|e| e.inode).collect();
-    let (known, mut unknown) = sort_out(t, pid, held, &listeners);
+    let (known, mut unknown, mut families) = sort_out(t, pid, held, &listeners);
     let found = lookup(t, &known, &mut table)?;
     // Closed since, or its 4-tuple now another socket's: found afresh.
-    for (inode, _) in &known {
+    for (inode, key) in &known {
         if !found.contains(inode) {
             t.keys.remove(inode);
             unknown.insert(*inode);
+            families.v4 |= !key.v6();
+            families.v6 |= key.v6();
         }
     }
     t.since_dump += 1;
-    let recheck = !t.unhashed.is_empty() && t.since_dump >= RECHECK_UNHASHED;
-    if !unknown.is_empty() || recheck {
+    if !t.unhashed.is_empty() && t.since_dump >= RECHECK_UNHASHED {
+        families = Families::BOTH;
+    }
+    if families.any() {
         unknown.extend(t.unhashed.drain());
-        dump_owned(t, &mut unknown, &mut table)?;
+        dump_owned(t, families, &mut unknown, &mut table)?;
     }
     if !unknown.is_empty() {
         t.diag.unix_inodes(|i| {
@@ -135,15 +139,18 @@ pub fn via_netlink(
 }
 
 /// The target's sockets that are neither listeners nor known not to be TCP
-/// nor known unhashed: those with a key to look up, and those to find.
+/// nor known unhashed: those with a key to look up, and those to find with
+/// the families to dump for them (a service's new connections are usually
+/// all of one, so one walk of the kernel's table, not two).
 fn sort_out(
     t: &mut NetlinkTable,
     pid: i32,
     held: &[Held],
     listeners: &HashSet<u64>,
-) -> (Vec<(u64, Key)>, HashSet<u64>) {
+) -> (Vec<(u64, Key)>, HashSet<u64>, Families) {
     let mut known = Vec::new();
     let mut unknown = HashSet::new();
+    let mut families = Families::default();
     for h in held {
         let i = h.inode;
         if listeners.contains(&i) || t.not_tcp.contains_key(&i) || t.unhashed.contains(&i) {
@@ -154,8 +161,17 @@ fn sort_out(
             continue;
         }
         match protocol(pid, h.fd).as_deref() {
-            Some("TCP" | "TCPv6") | None => {
+            Some("TCP") => {
                 unknown.insert(i);
+                families.v4 = true;
+            }
+            Some("TCPv6") => {
+                unknown.insert(i);
+                families.v6 = true;
+            }
+            None => {
+                unknown.insert(i);
+                families = Families::BOTH;
             }
             Some(p) if p.starts_with("UNIX") => {
                 t.not_tcp.insert(i, "UNIX");
@@ -165,7 +181,7 @@ fn sort_out(
             }
         }
     }
-    (known, unknown)
+    (known, unknown, families)
 }
 
 /// The known sockets as they are now, into `table`; the inodes found.
@@ -184,12 +200,15 @@ fn lookup(
 /// goes into `table` with its key kept, and out of `unknown`.
 fn dump_owned(
     t: &mut NetlinkTable,
+    families: Families,
     unknown: &mut HashSet<u64>,
     table: &mut Table,
 ) -> std::io::Result<()> {
-    t.since_dump = 0;
+    if families.v4 && families.v6 {
+        t.since_dump = 0;
+    }
     let owned = StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN;
-    t.diag.tcp_dump(owned, |e, key| {
+    t.diag.tcp_dump(families, owned, |e, key| {
         if unknown.remove(&e.inode) {
             t.keys.insert(e.inode, key);
             table.tcp.push(e);
