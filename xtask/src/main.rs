@@ -35,6 +35,7 @@ enum Cmd {
     /// The benchmarks, each a ratio measured side by side in one run: the
     /// reference server against nginx (when nginx and wrk are installed),
     /// the procfs sampler on a busy host (xtask/bench/sampler-busy-host.sh),
+    /// check and report on a day's run directory (xtask/bench/day-long.sh),
     /// then the criterion benchmarks (arguments after `--` go to `cargo
     /// bench`)
     Bench(BenchArgs),
@@ -67,6 +68,9 @@ enum BenchKind {
     /// CPU per procfs sample with 100,000 TIME_WAIT entries on loopback,
     /// sock_diag netlink beside /proc/PID/net/tcp
     Sampler,
+    /// `check` and `report` on a day's run directory (345,600 samples):
+    /// wall, CPU and peak RSS
+    DayLong,
     /// `cargo bench --workspace`
     Criterion,
 }
@@ -164,6 +168,18 @@ fn test() -> ExitCode {
     }
 }
 
+/// Runs one of xtask/bench's scripts; whether it succeeded.
+fn bench_script(name: &str) -> bool {
+    let script = workspace::root().join("xtask/bench").join(name);
+    match Command::new(&script).status() {
+        Ok(s) => s.success(),
+        Err(e) => {
+            eprintln!("xtask bench: cannot run {}: {e}", script.display());
+            false
+        }
+    }
+}
+
 fn bench(args: &BenchArgs) -> ExitCode {
     let mut ok = true;
     let wanted = |kind| args.only.is_none_or(|only| only == kind);
@@ -173,15 +189,13 @@ fn bench(args: &BenchArgs) -> ExitCode {
             ok = false;
         }
     }
-    if wanted(BenchKind::Sampler) {
-        let script = workspace::root().join("xtask/bench/sampler-busy-host.sh");
-        ok &= match Command::new(&script).status() {
-            Ok(s) => s.success(),
-            Err(e) => {
-                eprintln!("xtask bench: cannot run {}: {e}", script.display());
-                false
-            }
-        };
+    for (kind, script) in [
+        (BenchKind::Sampler, "sampler-busy-host.sh"),
+        (BenchKind::DayLong, "day-long.sh"),
+    ] {
+        if wanted(kind) {
+            ok &= bench_script(script);
+        }
     }
     if wanted(BenchKind::Criterion) {
         ok &= match Command::new(workspace::cargo())

@@ -12,7 +12,7 @@
 //! reason and what to do, and carries no forecast. A run whose idle tail
 //! shows the memory coming back is already STABLE by the idle rule.
 
-use leakscope_rundir::Sample;
+use leakscope_rundir::{Meta, Sample};
 
 use crate::{describe, series, Confounder, MetricAnalysis, MetricId, Verdict};
 
@@ -36,12 +36,14 @@ fn spawns_per_unit(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
     (x1 > x0 && per.is_finite()).then_some(per)
 }
 
-/// The console's retention, when the agent said it.
-fn retention_ms(samples: &[Sample]) -> Option<u64> {
+/// The console's retention: what the agent said, else what the user or
+/// the target's environment told the recorder.
+fn retention_ms(samples: &[Sample], meta: &Meta) -> Option<u64> {
     samples
         .iter()
         .rev()
         .find_map(|s| s.tasks.as_ref()?.console_retention_ms)
+        .or(meta.console_retention_ms)
 }
 
 /// Whether the idle tail's last [`crate::trend::MIN_IDLE`] samples, which
@@ -68,11 +70,12 @@ fn retention_passed(samples: &[Sample], layout: &series::Layout, retention_ms: u
 /// INCONCLUSIVE; returns the confounder when it decided any.
 pub fn console_retention(
     samples: &[Sample],
+    meta: &Meta,
     layout: &series::Layout,
     metrics: &mut [MetricAnalysis],
 ) -> Option<Confounder> {
     let spawns = spawns_per_unit(samples, layout);
-    let retention = retention_ms(samples);
+    let retention = retention_ms(samples, meta);
     let passed = retention.is_some_and(|r| retention_passed(samples, layout, r));
     let explains = spawns.map(|s| s * TASK_FOOTPRINT);
     let per = layout.axis.per();
@@ -116,7 +119,7 @@ pub fn console_retention(
             match retention {
                 Some(r) => format!("here {:.1} s, longer than the idle tail the run recorded after the work", r as f64 / 1000.0),
                 None => "TOKIO_CONSOLE_RETENTION, 1 h by default; LEAKSCOPE_CONSOLE_RETENTION, 10 s by default, with \
-                         leakscope-agent's console; the run did not say which"
+                         leakscope-agent's console; the run did not say which: pass --console-retention"
                     .into(),
             },
             match spawns {

@@ -248,7 +248,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         .is_some_and(|c| c.samples > c.failed);
     notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
     let confounders: Vec<Confounder> = console_on
-        .then(|| confound::console_retention(samples, &frame.layout, &mut metrics))
+        .then(|| confound::console_retention(samples, &run.meta, &frame.layout, &mut metrics))
         .flatten()
         .into_iter()
         .collect();

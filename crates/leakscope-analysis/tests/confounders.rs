@@ -38,6 +38,8 @@ struct Case {
     per_request: u64,
     /// What the agent said the console's retention is.
     retention_ms: Option<u64>,
+    /// What the recorder was told (`--console-retention`, environ).
+    told_ms: Option<u64>,
 }
 
 /// 10 idle samples, 60 samples of 100 requests each (one task spawned per
@@ -45,7 +47,14 @@ struct Case {
 fn judge(c: Case) -> Analysis {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut w = RunWriter::create(&run, meta(c.console)).unwrap();
+    let mut w = RunWriter::create(
+        &run,
+        Meta {
+            console_retention_ms: c.told_ms,
+            ..meta(c.console)
+        },
+    )
+    .unwrap();
     for seq in 0..100u64 {
         let requests = seq.saturating_sub(10).min(60) * 100;
         // Small jitter, well under the RSS floor.
@@ -85,6 +94,7 @@ fn growth_the_console_can_hold_is_inconclusive_with_the_reason() {
         console: true,
         per_request: 40_000,
         retention_ms: Some(10_000),
+        told_ms: None,
     });
     assert_eq!(rss(&a), Verdict::Inconclusive);
     let m = a.metric("rss").unwrap();
@@ -101,6 +111,7 @@ fn without_the_console_the_same_growth_is_a_leak() {
         console: false,
         per_request: 40_000,
         retention_ms: None,
+        told_ms: None,
     });
     assert_eq!(rss(&a), Verdict::Leak);
     assert!(a.confounders.is_empty());
@@ -112,8 +123,32 @@ fn memory_kept_after_the_retention_passed_is_a_leak() {
         console: true,
         per_request: 40_000,
         retention_ms: Some(500),
+        told_ms: None,
     });
     assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
+}
+
+#[test]
+fn a_retention_the_recorder_was_told_counts_as_the_agents() {
+    let a = judge(Case {
+        console: true,
+        per_request: 40_000,
+        retention_ms: None,
+        told_ms: Some(500),
+    });
+    assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
+    let a = judge(Case {
+        console: true,
+        per_request: 40_000,
+        retention_ms: None,
+        told_ms: None,
+    });
+    assert_eq!(rss(&a), Verdict::Inconclusive);
+    assert!(
+        a.confounders[0].reason.contains("--console-retention"),
+        "{}",
+        a.confounders[0].reason
+    );
 }
 
 #[test]
@@ -122,6 +157,7 @@ fn a_leak_faster_than_the_console_could_hold_is_a_leak() {
         console: true,
         per_request: 8 * confound::TASK_FOOTPRINT as u64,
         retention_ms: None,
+        told_ms: None,
     });
     assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
 }

@@ -32,6 +32,7 @@ fn meta() -> Meta {
             ..Default::default()
         },
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

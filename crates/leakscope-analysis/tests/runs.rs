@@ -30,6 +30,7 @@ fn meta() -> Meta {
         sources: BTreeMap::new(),
         limits: Default::default(),
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn meta(scenario: &str, variant: &str) -> Meta {
         sources: BTreeMap::new(),
         limits: Default::default(),
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

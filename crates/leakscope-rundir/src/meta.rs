@@ -40,6 +40,13 @@ pub struct Meta {
     /// says so instead of reading as "exited".
     #[serde(default)]
     pub oom_kills: Option<u64>,
+    /// How long the target's console-subscriber keeps finished tasks, when
+    /// the user said (`--console-retention`) or the target's environment
+    /// did (`TOKIO_CONSOLE_RETENTION`, `LEAKSCOPE_CONSOLE_RETENTION`): the
+    /// analysis needs it to tell the console's retained memory from a leak
+    /// when the agent cannot say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_retention_ms: Option<u64>,
 }
 
 /// What a leak runs into. Each is `None` where there is no limit
@@ -103,6 +110,7 @@ impl Default for Meta {
             sources: Default::default(),
             limits: Default::default(),
             oom_kills: None,
+            console_retention_ms: None,
         }
     }
 }

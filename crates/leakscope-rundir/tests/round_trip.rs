@@ -28,6 +28,7 @@ fn meta() -> Meta {
         sources: Default::default(),
         limits: Default::default(),
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`recorder`] loop, the [`target`] process of `leakscope run`, and the
 //! [`host`] facts that go into `meta.json`.
 
+pub mod environ;
 pub mod host;
 pub mod limits;
 pub mod recorder;

@@ -36,6 +36,7 @@ fn meta() -> Meta {
             ..Default::default()
         },
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

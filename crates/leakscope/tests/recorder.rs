@@ -41,6 +41,7 @@ fn meta(pid: u32) -> Meta {
         sources: Default::default(),
         limits: Default::default(),
         oom_kills: None,
+        console_retention_ms: None,
     }
 }
 

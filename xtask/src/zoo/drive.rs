@@ -157,6 +157,11 @@ fn record(bins: &Bins, case: &Case, dir: &Path) -> Result<()> {
     .arg(dir);
     if let Some(console) = &zoo.console {
         cmd.args(["--console", &format!("http://{console}")]);
+        // With the agent, the sidecar learns the console's retention from
+        // it; without, a user says it, as here (docs/verdicts.md).
+        if zoo.agent.is_none() {
+            cmd.args(["--console-retention", CONSOLE_RETENTION]);
+        }
     }
     if metrics {
         cmd.args(["--metrics", &format!("http://{}/metrics", zoo.addr)]);

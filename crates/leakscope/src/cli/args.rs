@@ -125,6 +125,13 @@ pub struct RecordingArgs {
     /// `variant`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
     pub labels: Vec<(String, String)>,
+    /// How long the target's console-subscriber keeps finished tasks, when
+    /// leakscope-agent cannot say: with the console on, memory growth it
+    /// could hold is judged INCONCLUSIVE unless it stayed past this.
+    /// Default: the target's TOKIO_CONSOLE_RETENTION or
+    /// LEAKSCOPE_CONSOLE_RETENTION, if set.
+    #[arg(long, value_name = "D", value_parser = duration)]
+    pub console_retention: Option<Duration>,
 }
 
 fn crate_metrics_counter() -> &'static str {

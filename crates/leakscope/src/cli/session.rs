@@ -64,6 +64,10 @@ pub fn meta(command: Vec<String>, pid: u32, rec: &RecordingArgs) -> Meta {
         sources: Default::default(),
         limits: Default::default(),
         oom_kills: None,
+        console_retention_ms: rec
+            .console_retention
+            .or_else(|| leakscope::environ::console_retention(pid))
+            .map(|d| d.as_millis() as u64),
     }
 }
 
