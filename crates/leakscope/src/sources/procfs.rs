@@ -112,6 +112,16 @@ impl ProcSource {
         self.pid
     }
 
+    /// How many times the netlink way walked the kernel's connection
+    /// tables (a new socket it could not look up exactly); `None` the
+    /// `/proc/PID/net` way, which reads them whole every sample.
+    pub fn connection_dumps(&self) -> Option<u64> {
+        match &*self.table.lock().unwrap_or_else(|p| p.into_inner()) {
+            Table::Netlink(t) => Some(t.dumps()),
+            Table::ProcNet => None,
+        }
+    }
+
     pub fn sample(&self) -> Result<ProcSample, ProcSourceError> {
         let pid = self.pid;
         let status = self.process.status().map_err(|e| classify(pid, e))?;

@@ -52,6 +52,32 @@ impl Key {
     pub fn v6(&self) -> bool {
         self.family == AF_INET6
     }
+
+    /// The key of a connected socket from its two ends, as
+    /// `getsockname`/`getpeername` give them, with no cookie yet (the
+    /// kernel then matches the 4-tuple alone; its answer carries the
+    /// cookie). `v6` for a TCPv6 socket, whose v4-mapped ends the kernel
+    /// looks up in the IPv4 table.
+    pub fn of(local: SocketAddr, remote: SocketAddr, v6: bool) -> Key {
+        let v6_addr = |a: SocketAddr| match (v6, a.ip()) {
+            (true, std::net::IpAddr::V4(ip)) => std::net::IpAddr::V6(ip.to_ipv6_mapped()),
+            (_, ip) => ip,
+        };
+        let mut id = if v6 {
+            SocketId::new_v6()
+        } else {
+            SocketId::new_v4()
+        };
+        id.source_port = local.port();
+        id.destination_port = remote.port();
+        id.source_address = v6_addr(local);
+        id.destination_address = v6_addr(remote);
+        id.cookie = [0xff; 8];
+        Key {
+            family: if v6 { AF_INET6 } else { AF_INET },
+            id,
+        }
+    }
 }
 
 /// Which address families a dump walks: each is a walk of the kernel's
@@ -165,7 +191,11 @@ impl SockDiag {
     /// The sockets `keys` name, as they are now, by exact lookups (one
     /// hash lookup each in the kernel, whatever else the host holds), all
     /// sent at once. A socket since closed is left out.
-    pub fn tcp_lookup(&mut self, keys: &[Key], mut each: impl FnMut(TcpEntry)) -> io::Result<()> {
+    pub fn tcp_lookup(
+        &mut self,
+        keys: &[Key],
+        mut each: impl FnMut(TcpEntry, Key),
+    ) -> io::Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -182,7 +212,11 @@ impl SockDiag {
         let mut left = keys.len();
         self.answers(first, keys.len() as u32, false, |m| {
             if let Some(SockDiagMessage::InetResponse(r)) = m {
-                each(entry(&r.header));
+                let key = Key {
+                    family: r.header.family,
+                    id: r.header.socket_id.clone(),
+                };
+                each(entry(&r.header), key);
             }
             // Each request has one answer: the socket, or an error.
             left -= 1;

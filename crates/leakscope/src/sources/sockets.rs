@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 
 use procfs::net::TcpState;
 use procfs::process::Process;
@@ -55,6 +56,11 @@ pub struct NetlinkTable {
     /// dump, and by one at least every [`RECHECK_UNHASHED`] samples.
     unhashed: HashSet<u64>,
     since_dump: u32,
+    /// The target's pidfd, to borrow its new sockets' fds; `None` once
+    /// refused (no ptrace access), and new sockets are found by a dump.
+    pidfd: Option<Option<OwnedFd>>,
+    /// Walks of the connection tables so far: what the exact lookups save.
+    dumps: u64,
 }
 
 /// How many samples a socket can read OTHER after it left the unhashed
@@ -69,7 +75,15 @@ impl NetlinkTable {
             not_tcp: HashMap::new(),
             unhashed: HashSet::new(),
             since_dump: 0,
+            pidfd: None,
+            dumps: 0,
         }
+    }
+
+    /// Walks of the kernel's connection tables so far (LISTEN-only dumps,
+    /// which skip them, not counted).
+    pub fn dumps(&self) -> u64 {
+        self.dumps
     }
 
     /// Forgets the sockets the target no longer holds.
@@ -85,8 +99,10 @@ impl NetlinkTable {
 ///   connection table, TIME_WAIT and all);
 /// - the target's TCP sockets already known, by exact lookups;
 /// - sockets not seen before, by their protocol (`system.sockprotoname`
-///   on the fd: one syscall), and those that are TCP by one dump of the
-///   states a process can own (not TIME_WAIT);
+///   on the fd: one syscall); those that are connected TCP by an exact
+///   lookup of their two ends, read from a copy of the fd
+///   ([`ends_of`]), and the rest (not yet connected, or no access) by one
+///   dump of the states a process can own (not TIME_WAIT);
 /// - any whose protocol could not be read and no dump found, by a unix
 ///   dump.
 pub fn via_netlink(
@@ -98,6 +114,12 @@ pub fn via_netlink(
     let inodes: Vec<u64> = held.iter().map(|h| h.inode).collect();
     let ours: HashSet<u64> = inodes.iter().copied().collect();
     t.retain(&ours);
+    if t.pidfd.is_none() {
+        let pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        t.pidfd = Some(pidfd);
+    }
     let mut table = Table::default();
     t.diag
         .tcp_dump(Families::BOTH, StateFlags::LISTEN, |e, _| table.tcp.push(e))?;
@@ -160,14 +182,18 @@ fn sort_out(
             known.push((i, key.clone()));
             continue;
         }
+        let pidfd = t.pidfd.as_ref().and_then(Option::as_ref);
         match protocol(pid, h.fd).as_deref() {
-            Some("TCP") => {
-                unknown.insert(i);
-                families.v4 = true;
-            }
-            Some("TCPv6") => {
-                unknown.insert(i);
-                families.v6 = true;
+            Some(p @ ("TCP" | "TCPv6")) => {
+                let v6 = p == "TCPv6";
+                match pidfd.and_then(|f| ends_of(f, h.fd)) {
+                    Some((local, remote)) => known.push((i, Key::of(local, remote, v6))),
+                    None => {
+                        unknown.insert(i);
+                        families.v4 |= !v6;
+                        families.v6 |= v6;
+                    }
+                }
             }
             None => {
                 unknown.insert(i);
@@ -192,7 +218,12 @@ fn lookup(
 ) -> std::io::Result<HashSet<u64>> {
     let before = table.tcp.len();
     let keys: Vec<Key> = known.iter().map(|(_, k)| k.clone()).collect();
-    t.diag.tcp_lookup(&keys, |e| table.tcp.push(e))?;
+    // The answer's key carries the socket's cookie: kept, so a later
+    // lookup cannot find another socket that took over the 4-tuple.
+    t.diag.tcp_lookup(&keys, |e, key| {
+        t.keys.insert(e.inode, key);
+        table.tcp.push(e);
+    })?;
     Ok(table.tcp[before..].iter().map(|e| e.inode).collect())
 }
 
@@ -207,6 +238,7 @@ fn dump_owned(
     if families.v4 && families.v6 {
         t.since_dump = 0;
     }
+    t.dumps += 1;
     let owned = StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN;
     t.diag.tcp_dump(families, owned, |e, key| {
         if unknown.remove(&e.inode) {
@@ -214,6 +246,19 @@ fn dump_owned(
             table.tcp.push(e);
         }
     })
+}
+
+/// A connected socket's two ends, read from a copy of the target's fd
+/// (`pidfd_getfd`, which needs the access ptrace would): three syscalls
+/// and a close, against a dump's walk of every socket the host holds.
+/// `None` when the copy is refused or the socket is not connected.
+fn ends_of(pidfd: &OwnedFd, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
+    let copy =
+        rustix::process::pidfd_getfd(pidfd, fd as i32, rustix::process::PidfdGetfdFlags::empty())
+            .ok()?;
+    let local = SocketAddr::try_from(rustix::net::getsockname(&copy).ok()?).ok()?;
+    let remote = SocketAddr::try_from(rustix::net::getpeername(&copy).ok()??).ok()?;
+    Some((local, remote))
 }
 
 /// A socket's protocol as the kernel names it ("TCP", "TCPv6", "UNIX",
