@@ -53,7 +53,7 @@ impl AgentService {
 
     /// Answers one request; never fails (errors are HTTP responses).
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
-        route(&self.state, req.method(), req.uri()).await
+        route(&self.state, req.method(), req.uri(), req.headers()).await
     }
 }
 
@@ -64,7 +64,7 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for AgentService {
 
     fn call(&self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(route(&state, req.method(), req.uri()).await) })
+        Box::pin(async move { Ok(route(&state, req.method(), req.uri(), req.headers()).await) })
     }
 }
 
@@ -177,11 +177,41 @@ fn format_param(pairs: &[(String, String)]) -> Result<Fmt, BadRequest> {
 /// hold the one profiling slot for a day.
 const MAX_CPU_SECONDS: u64 = 600;
 
-async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
+/// Go's `net/http/pprof` paths the agent does not serve, and why: the
+/// default scrape configurations of Parca and Grafana Alloy ask for them.
+fn not_served(path: &str) -> Option<&'static str> {
+    match path {
+        "/debug/pprof/allocs" => Some(
+            "allocs is Go's profile of allocations since start; this agent's heap profile is \
+             in-use memory and is served at /debug/pprof/heap only (docs/continuous-profiling.md)",
+        ),
+        "/debug/pprof/goroutine"
+        | "/debug/pprof/mutex"
+        | "/debug/pprof/block"
+        | "/debug/pprof/threadcreate"
+        | "/debug/fgprof"
+        | "/debug/pprof/delta_heap"
+        | "/debug/pprof/delta_mutex"
+        | "/debug/pprof/delta_block" => Some(
+            "a Go runtime profile with no counterpart here; turn it off in the scraper \
+             (docs/continuous-profiling.md)",
+        ),
+        _ => None,
+    }
+}
+
+async fn route(state: &State, method: &Method, uri: &http::Uri, headers: &http::HeaderMap) -> Resp {
     let path = uri.path().trim_end_matches('/');
+    if let Some(why) = not_served(path) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{} is not served: {why}", uri.path()),
+        );
+    }
     let known = matches!(
         path,
-        "/debug"
+        "/metrics"
+            | "/debug"
             | "/debug/heap/stats"
             | "/debug/pprof/heap"
             | "/debug/pprof/profile"
@@ -201,6 +231,7 @@ async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
         return r;
     }
     match path {
+        "/metrics" => metrics(uri, headers),
         "/debug" => match query(uri, &[]) {
             Err(r) => r.into(),
             Ok(_) => json(&index(state)),
@@ -219,6 +250,25 @@ async fn route(state: &State, method: &Method, uri: &http::Uri) -> Resp {
         "/debug/tasks/dump" => task_dump(state, uri).await,
         "/debug/pprof/heap" => heap_profile(state, uri).await,
         _ => cpu_profile(uri).await,
+    }
+}
+
+fn metrics(uri: &http::Uri, headers: &http::HeaderMap) -> Resp {
+    if let Err(r) = query(uri, &[]) {
+        return r.into();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    match crate::metrics::render(accept) {
+        Ok((content_type, body)) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed",
+        ),
     }
 }
 
@@ -279,6 +329,12 @@ fn index(state: &State) -> Index {
             task_hooks: crate::tasks::installed(),
         },
         endpoints: vec![
+            Endpoint {
+                path: "/metrics",
+                available: true,
+                what: "process, allocator and task metrics (OpenMetrics when asked, else \
+                       Prometheus text)",
+            },
             Endpoint {
                 path: "/debug/heap/stats",
                 available: jemalloc || dhat,
@@ -559,7 +615,7 @@ pub(crate) fn spawn_listener(addr: SocketAddr, state: Arc<State>) -> Result<List
     // still report accept errors through the host's subscriber.
     let host_dispatch = tracing::dispatcher::get_default(|d| d.clone());
     let thread = std::thread::Builder::new()
-        .name("leakscope-agent".into())
+        .name(crate::metrics::AGENT_THREAD.into())
         .spawn(move || {
             let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::new());
             let rt = match tokio::runtime::Builder::new_current_thread()

@@ -43,6 +43,7 @@ mod cpu;
 mod dhat_session;
 pub mod heap;
 mod http;
+pub mod metrics;
 pub mod runtime;
 pub mod tasks;
 
