@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Check(args) => return cli::check::run(args),
         Command::Report(args) => return cli::report::run(args),
+        Command::Fleet(args) => return cli::fleet::run(args),
         other => other,
     };
     let result = rt.block_on(async {
@@ -39,7 +40,9 @@ fn main() -> ExitCode {
             Command::Record(args) => cli::record::run(args, cli.quiet).await,
             Command::Run(args) => cli::run::run(args, cli.quiet).await,
             Command::Load(args) => cli::load::run(args).await,
-            Command::Check(_) | Command::Report(_) => unreachable!("handled before the runtime"),
+            Command::Check(_) | Command::Report(_) | Command::Fleet(_) => {
+                unreachable!("handled before the runtime")
+            }
         }
     });
     match result {

@@ -38,6 +38,10 @@ pub enum Command {
     /// Render run directories as HTML: one page per scenario (its variants
     /// on the same axes) and an index of verdicts.
     Report(super::report::ReportArgs),
+    /// Judge every instance a Prometheus-compatible server holds the
+    /// history of, per request and per restart: exit 1 when one leaks, 2
+    /// when the server or its series cannot be used. A deploy gate.
+    Fleet(super::fleet::FleetArgs),
 }
 
 #[derive(Args)]

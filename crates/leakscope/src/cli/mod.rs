@@ -33,6 +33,7 @@ pub(crate) fn tell_line(line: std::fmt::Arguments<'_>) {
 
 pub mod args;
 pub mod check;
+pub mod fleet;
 pub mod load;
 mod progress;
 pub mod record;
