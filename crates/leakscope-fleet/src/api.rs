@@ -83,7 +83,7 @@ fn value(s: &str) -> f64 {
 /// `[start, end]` on a grid of `step`, cut into pieces of at most
 /// [`MAX_POINTS`] points each, none shared.
 fn chunks(start: i64, end: i64, step: i64) -> Vec<(i64, i64)> {
-    let span = (MAX_POINTS - 1) * step;
+    let span = (MAX_POINTS - 1).saturating_mul(step);
     let mut out = Vec::new();
     let mut from = start;
     while from <= end {
@@ -112,7 +112,7 @@ impl Client {
     /// The query's series over the range, chunked so no request asks more
     /// than [`MAX_POINTS`] per series, merged by label set.
     pub fn range_series(&self, query: &str, q: &Query) -> Result<Vec<Series>, FleetError> {
-        let step = q.step.max(1) as i64;
+        let step = i64::try_from(q.step.max(1)).unwrap_or(i64::MAX);
         if q.end < q.start || q.step == 0 {
             return Err(FleetError::BadRange {
                 start: q.start,

@@ -226,7 +226,7 @@ fn write_segment(
     let (first, end) = (&ticks[0], &ticks[ticks.len() - 1]);
     let r0 = first.requests.unwrap_or(0.0);
     let mut meta = Meta {
-        interval_ms: q.step * 1000,
+        interval_ms: q.step.saturating_mul(1000),
         started_unix_ms: first.t.max(0) as u64,
         ended_unix_ms: Some(end.t.max(0) as u64),
         target_end: Some(if last {

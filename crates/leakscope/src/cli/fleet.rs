@@ -183,11 +183,19 @@ fn query(args: &FleetArgs) -> anyhow::Result<Query> {
         .context("the clock is before 1970")?
         .as_secs() as i64;
     let end = args.end.unwrap_or(now);
-    let start = args
-        .start
-        .unwrap_or(end - args.range.as_secs().min(i64::MAX as u64) as i64);
+    let range = i64::try_from(args.range.as_secs()).unwrap_or(i64::MAX);
+    let start = args.start.unwrap_or(end.saturating_sub(range));
     if start >= end {
         bail!("the range is empty: start {start} is not before end {end}");
+    }
+    if start < 0 {
+        bail!("the range starts before 1970 (start {start})");
+    }
+    if step > end.abs_diff(start) {
+        bail!(
+            "--step {step} s is longer than the range ({} s)",
+            end.abs_diff(start)
+        );
     }
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Ok(Query {
@@ -202,7 +210,7 @@ fn query(args: &FleetArgs) -> anyhow::Result<Query> {
         },
         by: args.by.clone(),
         // Aligned to the step, so every query's points fall on one grid.
-        start: start - start.rem_euclid(step as i64),
+        start: start.saturating_sub(start.rem_euclid(i64::try_from(step).unwrap_or(i64::MAX))),
         end,
         step,
     })
@@ -381,8 +389,8 @@ fn print_text(r: &FleetReport, out: &Path) {
         "fleet: {} instance(s) by {:?}, {} to {}, step {} s",
         r.instances.len(),
         r.by,
-        UnixMs(r.start.max(0) as u64 * 1000),
-        UnixMs(r.end.max(0) as u64 * 1000),
+        UnixMs((r.start.max(0) as u64).saturating_mul(1000)),
+        UnixMs((r.end.max(0) as u64).saturating_mul(1000)),
         r.step_s
     );
     for i in &r.instances {
@@ -409,7 +417,18 @@ fn print_text(r: &FleetReport, out: &Path) {
         }
     }
     say!("run directories: {}", out.display());
-    say!("fleet: {}{}", r.status, if r.pass { " (pass)" } else { "" });
+    let worst: Vec<&str> = r
+        .instances
+        .iter()
+        .filter(|i| i.status == r.status)
+        .map(|i| i.instance.as_str())
+        .collect();
+    say!(
+        "fleet: {} ({}){}",
+        r.status,
+        worst.join(", "),
+        if r.pass { ", pass" } else { "" }
+    );
 }
 
 /// The report, with each instance's scenario named by its place in the
