@@ -145,14 +145,6 @@ fn sort(rows: &mut [Growth]) {
     });
 }
 
-/// A path with every run of ASCII digits made `*`: the sampler's rule for
-/// [`leakscope_rundir::ProcSample::top_file_patterns`] (one rule, in
-/// [`leakscope_rundir::fdpath`]), so a path row can be matched to the
-/// pattern row it falls under.
-pub fn path_pattern(path: &str) -> String {
-    fdpath::pattern(path).into_owned()
-}
-
 /// fd paths that grew, grouped: a pattern row (digits made `*`) where it
 /// stands for more than one path, the plain path where it is one path (the
 /// pattern's figures equal that path's), and paths whose pattern the
@@ -168,7 +160,9 @@ pub fn grouped_paths(files: Vec<Growth>, patterns: Vec<Growth>) -> Vec<Growth> {
         .partition(|p| fdpath::is_directory(&p.key));
     let mut rows: Vec<Growth> = Vec::new();
     for p in patterns.iter().filter(|p| p.growth > 0.0) {
-        let mut members = files.iter().filter(|f| path_pattern(&f.key) == p.key);
+        let mut members = files
+            .iter()
+            .filter(|f| fdpath::pattern(&f.key) == p.key.as_str());
         let one = match (members.next(), members.next()) {
             (Some(f), None) => (f.before == p.before && f.after == p.after).then_some(f),
             _ => None,
@@ -185,7 +179,7 @@ pub fn grouped_paths(files: Vec<Growth>, patterns: Vec<Growth>) -> Vec<Growth> {
     rows.extend(
         files
             .iter()
-            .filter(|f| f.growth > 0.0 && !ranked.contains(path_pattern(&f.key).as_str()))
+            .filter(|f| f.growth > 0.0 && !ranked.contains(fdpath::pattern(&f.key).as_ref()))
             .cloned(),
     );
     let dir_rows: Vec<Growth> = dirs
@@ -422,18 +416,6 @@ mod tests {
             growth: after - before,
             pattern: false,
         }
-    }
-
-    #[test]
-    fn every_run_of_digits_is_one_star() {
-        assert_eq!(
-            path_pattern("/tmp/app-logs-4127/req-19950.log"),
-            "/tmp/app-logs-*/req-*.log"
-        );
-        assert_eq!(path_pattern("/srv/big.bin"), "/srv/big.bin");
-        assert_eq!(path_pattern("/dev/pts/0"), "/dev/pts/*");
-        assert_eq!(path_pattern("7"), "*");
-        assert_eq!(path_pattern(""), "");
     }
 
     /// Temporary files with random names: no digit pattern groups them,

@@ -6,10 +6,12 @@
 //! them, a service that spawns a task per request grows its heap and RSS
 //! per request exactly as a leak would (measured: a clean service, 6,000
 //! one-connection requests, RSS +296 MB that stayed 14 s later). So a
-//! memory LEAK in a run with the console on stands only when it grows
-//! faster than the console could explain: [`TASK_FOOTPRINT`] per task
-//! spawned per unit of work. Otherwise it reads INCONCLUSIVE with the
-//! reason and what to do, and carries no forecast. A run whose idle tail
+//! memory LEAK in a run with the console on stands only when the console
+//! cannot explain it: it grew over the window by more than the console can
+//! hold at its end ([`TASK_FOOTPRINT`] for each task spawned within the
+//! retention before it), or it was still there once the retention had
+//! passed after the work. Otherwise it reads INCONCLUSIVE with the reason
+//! and what to do, and carries no forecast. A run whose idle tail
 //! shows the memory coming back is already STABLE by the idle rule.
 
 use leakscope_rundir::{Meta, Sample};
@@ -25,15 +27,28 @@ pub const TASK_FOOTPRINT: f64 = 64.0 * 1024.0;
 /// The stable name of this confounder in the JSON.
 pub const CONSOLE_RETENTION: &str = "console_retention";
 
-/// Tasks spawned per unit of work over the window, when the run counted
-/// spawns (the agent's hooks do; the console stream does not).
-fn spawns_per_unit(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
+/// The longest retention console-subscriber is documented with (its own
+/// default), assumed when the run does not say: it explains the most.
+pub const DEFAULT_RETENTION_MS: u64 = 3_600_000;
+
+/// What the console can hold at the window's end: the tasks spawned within
+/// the retention before it (never before the window: what was held before
+/// is in the starting level), and the window's span on the work axis.
+/// `None` when the run did not count spawns (the agent's hooks do; the
+/// console stream does not).
+fn held_at_end(
+    samples: &[Sample],
+    layout: &series::Layout,
+    retention_ms: u64,
+) -> Option<(u64, f64)> {
     let w = samples.get(layout.window.clone())?;
-    let at = |s: &Sample| Some((series::x(s, layout.axis)?, s.tasks.as_ref()?.spawned_total?));
-    let (x0, s0) = w.iter().find_map(at)?;
-    let (x1, s1) = w.iter().rev().find_map(at)?;
-    let per = s1.saturating_sub(s0) as f64 / (x1 - x0);
-    (x1 > x0 && per.is_finite()).then_some(per)
+    let spawned = |s: &Sample| s.tasks.as_ref()?.spawned_total;
+    let end = w.iter().rev().find(|s| spawned(s).is_some())?;
+    let from = end.t_ms.saturating_sub(retention_ms);
+    let since = w.iter().find(|s| s.t_ms >= from && spawned(s).is_some())?;
+    let x = |s: &Sample| series::x(s, layout.axis);
+    let span = x(w.last()?)? - x(w.first()?)?;
+    Some((spawned(end)?.saturating_sub(spawned(since)?), span))
 }
 
 /// The console's retention: what the agent said, else what the user or
@@ -74,10 +89,11 @@ pub fn console_retention(
     layout: &series::Layout,
     metrics: &mut [MetricAnalysis],
 ) -> Option<Confounder> {
-    let spawns = spawns_per_unit(samples, layout);
     let retention = retention_ms(samples, meta);
     let passed = retention.is_some_and(|r| retention_passed(samples, layout, r));
-    let explains = spawns.map(|s| s * TASK_FOOTPRINT);
+    let held = held_at_end(samples, layout, retention.unwrap_or(DEFAULT_RETENTION_MS));
+    // The most memory the console can explain at the window's end.
+    let explains = held.map(|(tasks, _)| tasks as f64 * TASK_FOOTPRINT);
     let per = layout.axis.per();
     let mut decided = Vec::new();
     for m in metrics
@@ -87,22 +103,25 @@ pub fn console_retention(
         let (Some(j), Some(slope)) = (m.judgement.as_mut(), m.slope) else {
             continue;
         };
-        // A leak faster than the console could ever hold stands, and so
-        // does memory still kept once the console has let go.
+        // Growth beyond all the console could hold stands (its held
+        // tasks level off once the retention is shorter than the window),
+        // and so does memory still kept once the console has let go.
         let kept_past = passed && j.idle == crate::IdleEvidence::Kept;
-        if j.verdict != Verdict::Leak || kept_past || explains.is_some_and(|e| slope.lo > e) {
+        let grew = held.map(|(_, span)| slope.lo * span);
+        let beyond = matches!((grew, explains), (Some(g), Some(e)) if g > e);
+        if j.verdict != Verdict::Leak || kept_past || beyond {
             continue;
         }
         j.verdict = Verdict::Inconclusive;
         j.reason = format!(
             "grows {} {per}, which console-subscriber's retention can explain ({})",
             describe::amount(slope.value, m.unit),
-            match explains {
-                Some(e) => format!(
-                    "up to {} {per} held until it ends",
+            match (explains, held) {
+                (Some(e), Some((tasks, _))) => format!(
+                    "{tasks} tasks held at the window's end, up to {}",
                     describe::amount(e, m.unit)
                 ),
-                None => "the run did not count task spawns".into(),
+                _ => "the run did not count task spawns".into(),
             }
         );
         m.forecast = None;
@@ -122,8 +141,8 @@ pub fn console_retention(
                          leakscope-agent's console; the run did not say which: pass --console-retention"
                     .into(),
             },
-            match spawns {
-                Some(s) => format!(", and the target spawned {s:.2} tasks {per}"),
+            match held {
+                Some((tasks, _)) => format!(", and the target spawned {tasks} tasks within it"),
                 None => String::new(),
             }
         ),

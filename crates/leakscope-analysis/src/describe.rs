@@ -101,7 +101,11 @@ pub fn metric(m: &MetricAnalysis, axis: Axis) -> String {
 /// "rules out leaks above 4.6 KiB per request": what a STABLE or BOUNDED
 /// verdict excludes ([`crate::trend::detection_limit`]).
 pub fn rules_out(m: &MetricAnalysis, axis: Axis) -> Option<String> {
-    let limit = m.judgement.as_ref()?.detection_limit?;
+    let j = m.judgement.as_ref()?;
+    if !matches!(j.verdict, Verdict::Stable | Verdict::Bounded) {
+        return None;
+    }
+    let limit = j.detection_limit?;
     Some(format!(
         "rules out leaks above {} {}",
         amount(limit, m.unit),

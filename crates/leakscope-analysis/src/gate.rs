@@ -15,7 +15,7 @@
 //! - a limit with no source to check it against is named, not silently
 //!   passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -40,6 +40,11 @@ pub struct Limits {
     pub per_request: BTreeMap<MetricId, f64>,
     /// INCONCLUSIVE on a gated metric passes instead of failing.
     pub allow_inconclusive: bool,
+    /// Metrics a sensitivity was asked for (`check --sensitivity`): gated
+    /// too, even one the table gates only without another's figures (RSS
+    /// beside heap), since a verdict that cannot reach the asked
+    /// sensitivity must fail.
+    pub also: BTreeSet<MetricId>,
 }
 
 impl Limits {
@@ -162,10 +167,11 @@ pub struct Unchecked {
 /// The metrics the gate holds to a limit: those with a [`Gate`] in the
 /// table, less those that stand in for a metric this run has figures of
 /// (RSS, when heap is there).
-fn gated(a: &Analysis) -> Vec<MetricId> {
+fn gated(a: &Analysis, limits: &Limits) -> Vec<MetricId> {
     METRICS
         .iter()
         .filter(|d| match d.gate {
+            _ if limits.also.contains(&d.id) => true,
             Some(Gate {
                 unless: Some(other),
                 ..
@@ -178,7 +184,7 @@ fn gated(a: &Analysis) -> Vec<MetricId> {
 }
 
 pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
-    let ids = gated(a);
+    let ids = gated(a, limits);
     let mut breaches = Vec::new();
     let mut unchecked = Vec::new();
     for &id in &ids {

@@ -574,6 +574,8 @@ fn distrust_dropped_tasks(
                 Verdict::Bounded | Verdict::Stable | Verdict::Inconclusive
             ) {
                 j.verdict = Verdict::Inconclusive;
+                // Counts that are a lower bound rule nothing out.
+                j.detection_limit = None;
                 j.reason = format!(
                     "console-subscriber dropped {n} events during the window, so live-task counts are a lower bound \
                      and a plateau may be spawns it never saw ({}); load it more gently, or count tasks in-process",

@@ -40,10 +40,24 @@ struct Case {
     retention_ms: Option<u64>,
     /// What the recorder was told (`--console-retention`, environ).
     told_ms: Option<u64>,
+    /// Idle ticks after the work (100 ms each).
+    idle_ticks: u64,
+}
+
+impl Default for Case {
+    fn default() -> Self {
+        Case {
+            console: true,
+            per_request: 40_000,
+            retention_ms: None,
+            told_ms: None,
+            idle_ticks: 30,
+        }
+    }
 }
 
 /// 10 idle samples, 60 samples of 100 requests each (one task spawned per
-/// request), then 30 idle samples (3 s), at 100 ms.
+/// request), then `idle_ticks` idle samples, at 100 ms.
 fn judge(c: Case) -> Analysis {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
@@ -55,7 +69,7 @@ fn judge(c: Case) -> Analysis {
         },
     )
     .unwrap();
-    for seq in 0..100u64 {
+    for seq in 0..70 + c.idle_ticks {
         let requests = seq.saturating_sub(10).min(60) * 100;
         // Small jitter, well under the RSS floor.
         let rss = 50_000_000 + requests * c.per_request + (seq % 3) * 4096;
@@ -95,6 +109,7 @@ fn growth_the_console_can_hold_is_inconclusive_with_the_reason() {
         per_request: 40_000,
         retention_ms: Some(10_000),
         told_ms: None,
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Inconclusive);
     let m = a.metric("rss").unwrap();
@@ -112,6 +127,7 @@ fn without_the_console_the_same_growth_is_a_leak() {
         per_request: 40_000,
         retention_ms: None,
         told_ms: None,
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Leak);
     assert!(a.confounders.is_empty());
@@ -124,6 +140,7 @@ fn memory_kept_after_the_retention_passed_is_a_leak() {
         per_request: 40_000,
         retention_ms: Some(500),
         told_ms: None,
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
 }
@@ -135,6 +152,7 @@ fn a_retention_the_recorder_was_told_counts_as_the_agents() {
         per_request: 40_000,
         retention_ms: None,
         told_ms: Some(500),
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
     let a = judge(Case {
@@ -142,6 +160,7 @@ fn a_retention_the_recorder_was_told_counts_as_the_agents() {
         per_request: 40_000,
         retention_ms: None,
         told_ms: None,
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Inconclusive);
     assert!(
@@ -152,12 +171,32 @@ fn a_retention_the_recorder_was_told_counts_as_the_agents() {
 }
 
 #[test]
+fn growth_beyond_what_the_console_holds_at_the_end_is_a_leak() {
+    // A 1 s retention holds ~1,000 tasks (64 MiB at most) at the end of a
+    // 6 s window that grew 240 MB; the idle tail is too short to show it.
+    let a = judge(Case {
+        told_ms: Some(1000),
+        idle_ticks: 5,
+        ..Case::default()
+    });
+    assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
+    // With a 10 s retention it could hold all 6,000: it decides.
+    let a = judge(Case {
+        told_ms: Some(10_000),
+        idle_ticks: 5,
+        ..Case::default()
+    });
+    assert_eq!(rss(&a), Verdict::Inconclusive, "{:?}", a.metrics);
+}
+
+#[test]
 fn a_leak_faster_than_the_console_could_hold_is_a_leak() {
     let a = judge(Case {
         console: true,
         per_request: 8 * confound::TASK_FOOTPRINT as u64,
         retention_ms: None,
         told_ms: None,
+        idle_ticks: 30,
     });
     assert_eq!(rss(&a), Verdict::Leak, "{:?}", a.confounders);
 }

@@ -121,6 +121,7 @@ fn gate(a: &Analysis) -> gate::CheckReport {
         &gate::Limits {
             per_request: [(MetricId::Heap, 1024.0), (MetricId::Rss, 1024.0)].into(),
             allow_inconclusive: false,
+            also: Default::default(),
         },
     )
 }

@@ -32,8 +32,9 @@ pub(crate) struct Decimator {
 
 impl Decimator {
     pub(crate) fn new(cap: usize) -> Self {
+        // Even, so that halving the kept samples never drops the newest.
         Decimator {
-            cap: cap.max(2),
+            cap: cap.max(2) & !1,
             stride: 1,
             seen: 0,
             kept: Vec::new(),

@@ -7,7 +7,7 @@
 //!                   the live segment, at most SEAL_EVERY lines
 //!   samples.jsonl.gz the sealed segments: every SEAL_EVERY ticks the live
 //!                   segment is gzipped as one more member of this file and
-//!                   the live file starts again (a day at 4 Hz: ~20 MB)
+//!                   the live file starts again (a day at 4 Hz: ~13 MB)
 //!   profiles/       heap profiles (gzipped pprof) named by tick
 //!   target.log      the target's output (`run` only)
 //!   dhat-heap.json  dhat's profile, when the target wrote one here

@@ -28,6 +28,9 @@ pub enum Warning {
     /// The sealed segments end in a cut-off member (the recorder stopped
     /// while sealing): read up to it; the live segment still holds the rest.
     TornSealed { after_line: usize },
+    /// Samples after `after` up to `next` are in neither file: a sealed
+    /// segment was lost or damaged.
+    Gap { after: u64, next: u64 },
     /// A long run: every `stride`-th of its `ticks` samples was kept (see
     /// [`crate::MAX_SAMPLES`]).
     Thinned {
@@ -49,8 +52,14 @@ impl std::fmt::Display for Warning {
             }
             Warning::TornSealed { after_line } => write!(
                 f,
-                "{SEALED_SAMPLES_FILE} was cut off after line {after_line} (the recorder stopped while sealing); \
-                 the rest was read from {SAMPLES_FILE}"
+                "{SEALED_SAMPLES_FILE} ends in a cut-off or damaged member after line {after_line} (the recorder \
+                 stopped while sealing, or the file was damaged); what followed was read from {SAMPLES_FILE}"
+            ),
+            Warning::Gap { after, next } => write!(
+                f,
+                "samples {} to {} are missing (a segment of {SEALED_SAMPLES_FILE} lost or damaged)",
+                after + 1,
+                next - 1
             ),
             Warning::Thinned { ticks, kept, stride } => write!(
                 f,
@@ -118,14 +127,70 @@ impl Run {
 }
 
 /// The sealed segments, then the live one, through one [`Decimator`].
+///
+/// The recorder numbers every tick it writes, so a jump in `seq` is
+/// samples missing. A run still being recorded can seal a segment while it
+/// is read: the live file is opened first (emptied, it reads empty through
+/// that handle), and a jump means a seal slipped between the two reads, so
+/// it reads once more. A jump that stays is damage (a sealed member lost
+/// or garbled), and a warning says which samples are missing.
 fn read_samples(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Vec<Sample>, RunDirError> {
+    let mut first = Vec::new();
+    let (samples, gaps) = read_once(dir, &mut first)?;
+    if gaps.is_empty() {
+        warnings.extend(first);
+        return Ok(samples);
+    }
+    let (samples, gaps) = read_once(dir, warnings)?;
+    warnings.extend(
+        gaps.into_iter()
+            .map(|(after, next)| Warning::Gap { after, next }),
+    );
+    Ok(samples)
+}
+
+/// Where the samples read so far end, and the jumps in `seq` met.
+#[derive(Default)]
+struct Seam {
+    last: Option<u64>,
+    gaps: Vec<(u64, u64)>,
+}
+
+impl Seam {
+    /// Takes `s` unless an earlier file already gave it (a crash between
+    /// sealing and emptying leaves a segment in both).
+    fn take(&mut self, s: Sample, dec: &mut Decimator) {
+        if let Some(last) = self.last {
+            if s.seq <= last {
+                return;
+            }
+            if s.seq > last + 1 {
+                self.gaps.push((last, s.seq));
+            }
+        }
+        self.last = Some(s.seq);
+        dec.push(s);
+    }
+}
+
+/// One read of both files: the samples, and the jumps in `seq`.
+#[allow(clippy::type_complexity)]
+fn read_once(
+    dir: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Vec<Sample>, Vec<(u64, u64)>), RunDirError> {
     let mut dec = Decimator::new(crate::MAX_SAMPLES);
-    let mut last_sealed = None;
+    let mut seam = Seam::default();
+    let live = RunFile::Samples.path(dir);
+    let live_file = std::fs::File::open(&live).map_err(|source| RunDirError::Io {
+        path: live.clone(),
+        source,
+    })?;
     let sealed = RunFile::SealedSamples.path(dir);
     match std::fs::File::open(&sealed) {
         Ok(file) => {
             let gz = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
-            last_sealed = read_sealed(gz, &sealed, &mut dec, warnings)?;
+            read_sealed(gz, &sealed, &mut seam, &mut dec, warnings)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
@@ -135,12 +200,13 @@ fn read_samples(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Vec<Sample>, 
             })
         }
     }
-    let live = RunFile::Samples.path(dir);
-    let file = std::fs::File::open(&live).map_err(|source| RunDirError::Io {
-        path: live.clone(),
-        source,
-    })?;
-    read_live(BufReader::new(file), &live, last_sealed, &mut dec, warnings)?;
+    read_live(
+        BufReader::new(live_file),
+        &live,
+        &mut seam,
+        &mut dec,
+        warnings,
+    )?;
     let (ticks, stride) = (dec.seen(), dec.stride());
     let samples = dec.finish();
     if stride > 1 {
@@ -150,7 +216,7 @@ fn read_samples(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Vec<Sample>, 
             stride,
         });
     }
-    Ok(samples)
+    Ok((samples, seam.gaps))
 }
 
 fn corrupt(path: &Path, line: usize) -> impl FnOnce(serde_json::Error) -> RunDirError + '_ {
@@ -161,18 +227,18 @@ fn corrupt(path: &Path, line: usize) -> impl FnOnce(serde_json::Error) -> RunDir
     }
 }
 
-/// Every whole line of the sealed segments; returns the last one's `seq`.
-/// A member cut off by a crash ends the reading with a warning: the live
-/// segment was not yet emptied then, so it still holds those samples.
+/// Every whole line of the sealed segments. A member cut off by a crash
+/// ends the reading with a warning: the live segment was not yet emptied
+/// then, so it still holds those samples.
 fn read_sealed(
     mut reader: impl BufRead,
     path: &Path,
+    seam: &mut Seam,
     dec: &mut Decimator,
     warnings: &mut Vec<Warning>,
-) -> Result<Option<u64>, RunDirError> {
+) -> Result<(), RunDirError> {
     let mut line = Vec::new();
     let mut number = 0;
-    let mut last_seq = None;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
@@ -190,19 +256,16 @@ fn read_sealed(
             continue;
         }
         let sample: Sample = serde_json::from_slice(text).map_err(corrupt(path, number))?;
-        last_seq = Some(sample.seq);
-        dec.push(sample);
+        seam.take(sample, dec);
     }
-    Ok(last_seq)
+    Ok(())
 }
 
-/// The live segment: samples a crash left both sealed and live (`seq` at
-/// or before `after`) are skipped; a torn last line is skipped with a
-/// warning.
+/// The live segment; a torn last line is skipped with a warning.
 fn read_live(
     mut reader: impl BufRead,
     path: &Path,
-    after: Option<u64>,
+    seam: &mut Seam,
     dec: &mut Decimator,
     warnings: &mut Vec<Warning>,
 ) -> Result<(), RunDirError> {
@@ -226,8 +289,7 @@ fn read_live(
             continue;
         }
         match serde_json::from_slice::<Sample>(text) {
-            Ok(s) if after.is_some_and(|a| s.seq <= a) => {}
-            Ok(s) => dec.push(s),
+            Ok(s) => seam.take(s, dec),
             // Only the last line can be torn, and only if it lacks its
             // newline: anything else is damage, not an interrupted write.
             Err(_) if !complete => {

@@ -89,6 +89,7 @@ impl RunWriter {
         let live = RunFile::Samples.path(&self.dir);
         let text = std::fs::read(&live).map_err(io(&live))?;
         let sealed = RunFile::SealedSamples.path(&self.dir);
+        let new = !sealed.exists();
         let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::default());
         gz.write_all(&text).map_err(io(&sealed))?;
         let member = gz.finish().map_err(io(&sealed))?;
@@ -99,6 +100,13 @@ impl RunWriter {
             .map_err(io(&sealed))?;
         out.write_all(&member).map_err(io(&sealed))?;
         out.sync_data().map_err(io(&sealed))?;
+        if new {
+            // The new file's name must be durable before the live file is
+            // emptied, or a power loss could keep the one and not the other.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
         // O_APPEND: the next line goes to the (new) end, offset 0.
         self.samples.set_len(0).map_err(io(&live))?;
         self.live = 0;

@@ -117,6 +117,73 @@ fn a_crash_mid_seal_is_read_up_to_the_cut_and_the_rest_from_the_live_file() {
 }
 
 #[test]
+fn a_damaged_sealed_segment_loses_only_its_samples_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3 * SEAL_EVERY + 10;
+    write(dir.path(), n);
+    let path = RunFile::SealedSamples.path(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Garble the middle of the file: the second member.
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    // Garbage that decodes to a line is corruption, an error; garbage the
+    // decoder refuses ends the sealed file there. Never a silent loss.
+    let run = match Run::open(dir.path()) {
+        Err(e) => {
+            assert!(e.to_string().contains(RunFile::SealedSamples.name()), "{e}");
+            return;
+        }
+        Ok(run) => run,
+    };
+    let gap = run.warnings.iter().find_map(|w| match w {
+        Warning::Gap { after, next } => Some((*after, *next)),
+        _ => None,
+    });
+    let (after, next) = gap.unwrap_or_else(|| panic!("{:?}", run.warnings));
+    assert!(
+        after < 2 * SEAL_EVERY && next == 3 * SEAL_EVERY,
+        "{after} {next}"
+    );
+    let kept = seqs(&run);
+    assert!(kept.iter().all(|s| *s <= after || *s >= next));
+    assert_eq!(*kept.last().unwrap(), n - 1);
+}
+
+#[test]
+fn a_sealed_segment_cut_out_is_named_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3 * SEAL_EVERY + 10;
+    write(dir.path(), n);
+    // Split the sealed file into its members, and drop the second.
+    let path = RunFile::SealedSamples.path(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let starts: Vec<usize> = (0..bytes.len() - 2)
+        .filter(|&i| bytes[i..i + 3] == [0x1f, 0x8b, 0x08])
+        .collect();
+    let members: Vec<&[u8]> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &a)| &bytes[a..*starts.get(k + 1).unwrap_or(&bytes.len())])
+        .collect();
+    assert_eq!(members.len(), 3, "{starts:?}");
+    std::fs::write(&path, [members[0], members[2]].concat()).unwrap();
+    let run = Run::open(dir.path()).unwrap();
+    let gaps: Vec<(u64, u64)> = run
+        .warnings
+        .iter()
+        .filter_map(|w| match w {
+            Warning::Gap { after, next } => Some((*after, *next)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, [(SEAL_EVERY - 1, 2 * SEAL_EVERY)]);
+    assert_eq!(run.samples.len() as u64, n - SEAL_EVERY);
+}
+
+#[test]
 fn damage_inside_a_sealed_segment_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     RunWriter::create(dir.path(), Meta::default()).unwrap();

@@ -4,7 +4,6 @@
 use std::net::{TcpListener, TcpStream};
 use std::process::Child;
 
-use leakscope::sources::fdpattern::normalize;
 use leakscope::sources::procfs::{ProcSource, ProcSourceError, SocketWay};
 use leakscope_rundir::ProcSample;
 
@@ -161,7 +160,9 @@ fn counts_a_childs_files_by_path_and_sockets_by_tcp_state() {
     assert!(sample.threads >= 1);
     // The five per-request logs, each path open once, are one pattern; the
     // served file keeps its own row.
-    let logs = normalize(&format!("{}/logs-1/req-1.log", dir.path().display())).into_owned();
+    let logs =
+        leakscope_rundir::fdpath::pattern(&format!("{}/logs-1/req-1.log", dir.path().display()))
+            .into_owned();
     let patterns: std::collections::HashMap<&str, u64> = sample
         .top_file_patterns
         .iter()
@@ -280,13 +281,16 @@ const CHURN_CHILD_ENV: &str = "LEAKSCOPE_TEST_CHURN_CHILD";
 /// ones (new inodes, new ports), then says "DONE".
 #[test]
 fn churn_child_process() {
-    if std::env::var(CHURN_CHILD_ENV).is_err() {
+    let Ok(n) = std::env::var(CHURN_CHILD_ENV) else {
         return;
-    }
+    };
+    // Connections per round: both ends are ours, so twice the fds.
+    let n: usize = n.parse().unwrap_or(3);
+    raise_nofile(2 * n as u64 + 64);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let connect = || -> Vec<(TcpStream, TcpStream)> {
-        (0..3)
+        (0..n)
             .map(|_| {
                 let c = TcpStream::connect(addr).unwrap();
                 (c, listener.accept().unwrap().0)
@@ -302,11 +306,26 @@ fn churn_child_process() {
     }
 }
 
-/// The netlink way remembers the sockets it found: after the target closes
-/// them and opens others, it must read the new ones, not the old keys, and
-/// agree with `/proc/PID/net` each time.
-#[test]
-fn netlink_follows_sockets_that_come_and_go() {
+/// RLIMIT_NOFILE at least `want` (root may raise the hard limit too).
+fn raise_nofile(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    let hard = now.maximum.map_or(want, |m| m.max(want));
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(want),
+            maximum: Some(hard),
+        },
+    );
+}
+
+/// Spawns the churn child with `n` connections a round; its stdin and a
+/// reader that waits for its "DONE".
+fn churn_child(n: usize) -> (std::process::Child, std::process::ChildStdin, impl FnMut()) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -314,21 +333,60 @@ fn netlink_follows_sockets_that_come_and_go() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHURN_CHILD_ENV, "1")
+        .env(CHURN_CHILD_ENV, n.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut input = child.stdin.take().unwrap();
+    let input = child.stdin.take().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut done = || {
+    let done = move || {
         let mut line = String::new();
         while !line.contains("DONE") {
             line.clear();
             assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
         }
     };
+    (child, input, done)
+}
+
+/// A target with a thousand connections (2,000 TCP sockets): more exact
+/// lookups than one datagram's answers fit in the receive buffer, so they
+/// go in chunks, and the source stays on netlink and agrees with
+/// `/proc/PID/net`.
+#[test]
+fn netlink_reads_a_target_with_thousands_of_sockets() {
+    let (mut child, mut input, mut done) = churn_child(1000);
+    done();
+    let pid = child.id() as i32;
+    let netlink = ProcSource::with_socket_way(pid, SocketWay::Netlink).unwrap();
+    let proc_net = ProcSource::with_socket_way(pid, SocketWay::ProcNet).unwrap();
+    for round in 0..2 {
+        let a = netlink.sample().unwrap();
+        let b = proc_net.sample().unwrap();
+        assert_eq!(
+            a.tcp_states.get("ESTABLISHED"),
+            Some(&2000),
+            "round {round}"
+        );
+        assert_eq!(a.tcp_states, b.tcp_states, "round {round}");
+        assert_eq!(a.top_sockets, b.top_sockets, "round {round}");
+        assert_eq!(netlink.socket_way(), SocketWay::Netlink);
+        std::io::Write::write_all(&mut input, b"next\n").unwrap();
+        done();
+    }
+    assert_eq!(netlink.connection_dumps(), Some(0));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The netlink way remembers the sockets it found: after the target closes
+/// them and opens others, it must read the new ones, not the old keys, and
+/// agree with `/proc/PID/net` each time.
+#[test]
+fn netlink_follows_sockets_that_come_and_go() {
+    let (mut child, mut input, mut done) = churn_child(3);
     done();
     let pid = child.id() as i32;
     let netlink = ProcSource::with_socket_way(pid, SocketWay::Netlink).unwrap();

@@ -149,6 +149,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let limits = gate::Limits {
         per_request: args.limits.0,
         allow_inconclusive: args.allow_inconclusive,
+        also: wanted.keys().copied().collect(),
     };
     let report = gate::check(&a, &limits);
     let printed = if args.json {

@@ -11,12 +11,6 @@ use std::collections::HashMap;
 
 use leakscope_rundir::fdpath;
 
-/// `path` with every maximal run of ASCII digits replaced by one `*`
-/// (the rule is [`fdpath::pattern`], shared with the analysis).
-pub fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
-    fdpath::pattern(path)
-}
-
 /// The `keep` patterns with the most fds, most first (ties by pattern),
 /// then the `keep` directories with the most ([`fdpath::directory`]: files
 /// whose names have no digits to group by), from fd counts per path.
@@ -27,7 +21,9 @@ pub fn top_patterns<'a>(
     let mut patterns: HashMap<String, u64> = HashMap::new();
     let mut dirs: HashMap<String, u64> = HashMap::new();
     for (path, n) in files {
-        *patterns.entry(normalize(path).into_owned()).or_default() += n;
+        *patterns
+            .entry(fdpath::pattern(path).into_owned())
+            .or_default() += n;
         if let Some(d) = fdpath::directory(path) {
             *dirs.entry(d).or_default() += n;
         }
@@ -49,30 +45,6 @@ pub fn top(counts: HashMap<String, u64>, keep: usize) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digit_runs_become_one_star_each() {
-        assert_eq!(
-            normalize("/tmp/app-logs-123/req-45.log"),
-            "/tmp/app-logs-*/req-*.log"
-        );
-        assert_eq!(normalize("/data/2024/01/x1y22z"), "/data/*/*/x*y*z");
-        assert_eq!(normalize("7"), "*");
-    }
-
-    #[test]
-    fn a_path_without_digits_is_itself_and_not_copied() {
-        let p = "/var/log/app.log";
-        assert!(matches!(normalize(p), std::borrow::Cow::Borrowed(s) if s == p));
-    }
-
-    #[test]
-    fn non_ascii_and_other_digits_are_kept() {
-        // Only ASCII digits are numbers here: a path's other characters,
-        // multi-byte ones included, pass through unchanged.
-        assert_eq!(normalize("/tmp/ü9ü/٣"), "/tmp/ü*ü/٣");
-        assert_eq!(normalize(""), "");
-    }
 
     #[test]
     fn per_request_files_group_into_one_row() {

@@ -108,6 +108,10 @@ pub struct SockDiag {
 /// round trips.
 const RECV_BUF: usize = 64 * 1024;
 
+/// Exact lookups sent in one datagram: their answers (about a kilobyte
+/// each of receive buffer) must fit the socket's default buffer.
+const LOOKUP_CHUNK: usize = 64;
+
 /// What a dump's handler says after each answer.
 enum Flow {
     More,
@@ -189,8 +193,8 @@ impl SockDiag {
     }
 
     /// The sockets `keys` name, as they are now, by exact lookups (one
-    /// hash lookup each in the kernel, whatever else the host holds), all
-    /// sent at once. A socket since closed is left out.
+    /// hash lookup each in the kernel, whatever else the host holds), sent
+    /// [`LOOKUP_CHUNK`] to a datagram. A socket since closed is left out.
     pub fn tcp_lookup(
         &mut self,
         keys: &[Key],
@@ -199,6 +203,20 @@ impl SockDiag {
         if keys.is_empty() {
             return Ok(());
         }
+        // In chunks: the kernel answers a whole batch before the first
+        // recv, and past ~150 answers they overflow the socket's receive
+        // buffer (ENOBUFS).
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            self.lookup_chunk(chunk, &mut each)?;
+        }
+        Ok(())
+    }
+
+    fn lookup_chunk(
+        &mut self,
+        keys: &[Key],
+        each: &mut impl FnMut(TcpEntry, Key),
+    ) -> io::Result<()> {
         let requests = keys.iter().map(|k| {
             SockDiagMessage::InetRequest(InetRequest {
                 family: k.family,

@@ -56,8 +56,9 @@ pub struct NetlinkTable {
     /// dump, and by one at least every [`RECHECK_UNHASHED`] samples.
     unhashed: HashSet<u64>,
     since_dump: u32,
-    /// The target's pidfd, to borrow its new sockets' fds; `None` once
-    /// refused (no ptrace access), and new sockets are found by a dump.
+    /// The target's pidfd, to copy its new sockets' fds; `Some(None)` once
+    /// opening it or a copy was refused (no ptrace access): new sockets are
+    /// then found by a dump.
     pidfd: Option<Option<OwnedFd>>,
     /// Walks of the connection tables so far: what the exact lookups save.
     dumps: u64,
@@ -182,11 +183,18 @@ fn sort_out(
             known.push((i, key.clone()));
             continue;
         }
-        let pidfd = t.pidfd.as_ref().and_then(Option::as_ref);
         match protocol(pid, h.fd).as_deref() {
             Some(p @ ("TCP" | "TCPv6")) => {
                 let v6 = p == "TCPv6";
-                match pidfd.and_then(|f| ends_of(f, h.fd)) {
+                let ends = match t.pidfd.as_ref().and_then(Option::as_ref) {
+                    Some(f) => ends_of(f, h.fd),
+                    None => Err(Refused),
+                };
+                if ends.is_err() {
+                    // No ptrace access: asked once, not for every socket.
+                    t.pidfd = Some(None);
+                }
+                match ends.ok().flatten() {
                     Some((local, remote)) => known.push((i, Key::of(local, remote, v6))),
                     None => {
                         unknown.insert(i);
@@ -248,17 +256,29 @@ fn dump_owned(
     })
 }
 
+/// The target refused a copy of its fds (no ptrace access).
+struct Refused;
+
 /// A connected socket's two ends, read from a copy of the target's fd
 /// (`pidfd_getfd`, which needs the access ptrace would): three syscalls
-/// and a close, against a dump's walk of every socket the host holds.
-/// `None` when the copy is refused or the socket is not connected.
-fn ends_of(pidfd: &OwnedFd, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
-    let copy =
-        rustix::process::pidfd_getfd(pidfd, fd as i32, rustix::process::PidfdGetfdFlags::empty())
-            .ok()?;
-    let local = SocketAddr::try_from(rustix::net::getsockname(&copy).ok()?).ok()?;
-    let remote = SocketAddr::try_from(rustix::net::getpeername(&copy).ok()??).ok()?;
-    Some((local, remote))
+/// and a close, against a dump's walk of every socket the host holds. The
+/// copy is held for those microseconds, so a close by the target sends its
+/// FIN when the copy closes. `Ok(None)` for a socket not connected or
+/// already gone.
+fn ends_of(pidfd: &OwnedFd, fd: u32) -> Result<Option<(SocketAddr, SocketAddr)>, Refused> {
+    use rustix::io::Errno;
+    let flags = rustix::process::PidfdGetfdFlags::empty();
+    let copy = match rustix::process::pidfd_getfd(pidfd, fd as i32, flags) {
+        Ok(c) => c,
+        Err(Errno::PERM | Errno::ACCESS | Errno::NOSYS) => return Err(Refused),
+        Err(_) => return Ok(None),
+    };
+    let ends = || {
+        let local = SocketAddr::try_from(rustix::net::getsockname(&copy).ok()?).ok()?;
+        let remote = SocketAddr::try_from(rustix::net::getpeername(&copy).ok()??).ok()?;
+        Some((local, remote))
+    };
+    Ok(ends())
 }
 
 /// A socket's protocol as the kernel names it ("TCP", "TCPv6", "UNIX",
