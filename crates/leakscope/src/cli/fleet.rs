@@ -70,6 +70,10 @@ pub struct FleetArgs {
     /// be empty or absent. Default: ./leakscope-fleet-END.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let INCONCLUSIVE on a gated metric pass (it fails by default, as
+    /// in `check`: a verdict that could not be reached is not a pass).
+    #[arg(long)]
+    pub allow_inconclusive: bool,
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -160,9 +164,10 @@ struct FleetReport {
     instances: Vec<InstanceReport>,
 }
 
-/// Exit 0: every instance judged passed; 1: a LEAK or EXHAUSTED; 2: the
-/// server or an instance's series could not be used, or no instance
-/// served enough requests to be judged.
+/// Exit 0: every instance judged passed; 1: a LEAK or EXHAUSTED (or
+/// INCONCLUSIVE, unless allowed), as `check`; 2: the server or an
+/// instance's series could not be used, or no instance served enough
+/// requests to be judged.
 pub fn run(args: FleetArgs) -> ExitCode {
     match fleet(&args) {
         Ok(code) => code,
@@ -226,9 +231,15 @@ fn fleet(args: &FleetArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("leakscope-fleet-{}", q.end)));
     let runs = leakscope_fleet::write_runs(&data, &q, &out);
+    let limits = gate::Limits {
+        allow_inconclusive: args.allow_inconclusive,
+        ..gate::Limits::default()
+    };
     let mut analyses = Vec::new();
-    let mut instances: Vec<InstanceReport> =
-        runs.into_iter().map(|r| judge(r, &mut analyses)).collect();
+    let mut instances: Vec<InstanceReport> = runs
+        .into_iter()
+        .map(|r| judge(r, &limits, &mut analyses))
+        .collect();
     // Worst first: the leaking replica leads the text, the JSON and the report.
     instances.sort_by(|a, b| b.status.cmp(&a.status).then(a.instance.cmp(&b.instance)));
     let status = instances
@@ -283,7 +294,7 @@ fn fleet(args: &FleetArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Analyses and gates each segment of an instance, as `check` would.
-fn judge(r: InstanceRuns, analyses: &mut Vec<Analysis>) -> InstanceReport {
+fn judge(r: InstanceRuns, limits: &gate::Limits, analyses: &mut Vec<Analysis>) -> InstanceReport {
     let segs = match r.result {
         Ok(s) => s,
         Err(e) => {
@@ -299,7 +310,7 @@ fn judge(r: InstanceRuns, analyses: &mut Vec<Analysis>) -> InstanceReport {
     for s in segs {
         match leakscope_analysis::analyze(&s.dir) {
             Ok(a) => {
-                segments.push(segment(&s, &a));
+                segments.push(segment(&s, &a, limits));
                 analyses.push(a);
             }
             Err(e) => {
@@ -330,8 +341,8 @@ fn judge(r: InstanceRuns, analyses: &mut Vec<Analysis>) -> InstanceReport {
     }
 }
 
-fn segment(s: &SegmentRun, a: &Analysis) -> SegmentReport {
-    let check = gate::check(a, &gate::Limits::default());
+fn segment(s: &SegmentRun, a: &Analysis, limits: &gate::Limits) -> SegmentReport {
+    let check = gate::check(a, limits);
     let (status, headline, forecast) = if a.axis != Axis::Requests {
         (
             Status::NoLoad,
