@@ -175,45 +175,50 @@ impl Client {
             .read_to_string()
             .map_err(unreachable)?;
         tracing::debug!(query, start, end, step, status, bytes = body.len(), elapsed = ?began.elapsed(), "query_range");
-        let answer: Answer = serde_json::from_str(&body).map_err(|_| FleetError::NotApi {
-            query: query.to_string(),
-            status,
-            body: body.chars().take(200).collect(),
-        })?;
-        if answer.status != "success" {
-            return Err(FleetError::Api {
-                query: query.to_string(),
-                error_type: answer.error_type.unwrap_or_else(|| "unknown".into()),
-                error: answer
-                    .error
-                    .unwrap_or_else(|| format!("status {:?}", answer.status)),
-            });
-        }
-        let data = answer.data.ok_or_else(|| FleetError::NotApi {
-            query: query.to_string(),
-            status,
-            body: "no data in a successful answer".into(),
-        })?;
-        if data.result_type != "matrix" {
-            return Err(FleetError::NotMatrix {
-                query: query.to_string(),
-                result_type: data.result_type,
-            });
-        }
-        Ok(data
-            .result
-            .into_iter()
-            .map(|r| Series {
-                labels: r.metric,
-                points: r
-                    .values
-                    .iter()
-                    .filter(|(t, _)| t.is_finite())
-                    .map(|(t, v)| ((t * 1000.0).round() as i64, value(v)))
-                    .collect(),
-            })
-            .collect())
+        parse(query, status, &body)
     }
+}
+
+/// An answer's body as series, or the error it carries.
+fn parse(query: &str, status: u16, body: &str) -> Result<Vec<Series>, FleetError> {
+    let answer: Answer = serde_json::from_str(body).map_err(|_| FleetError::NotApi {
+        query: query.to_string(),
+        status,
+        body: body.chars().take(200).collect(),
+    })?;
+    if answer.status != "success" {
+        return Err(FleetError::Api {
+            query: query.to_string(),
+            error_type: answer.error_type.unwrap_or_else(|| "unknown".into()),
+            error: answer
+                .error
+                .unwrap_or_else(|| format!("status {:?}", answer.status)),
+        });
+    }
+    let data = answer.data.ok_or_else(|| FleetError::NotApi {
+        query: query.to_string(),
+        status,
+        body: "no data in a successful answer".into(),
+    })?;
+    if data.result_type != "matrix" {
+        return Err(FleetError::NotMatrix {
+            query: query.to_string(),
+            result_type: data.result_type,
+        });
+    }
+    Ok(data
+        .result
+        .into_iter()
+        .map(|r| Series {
+            labels: r.metric,
+            points: r
+                .values
+                .iter()
+                .filter(|(t, _)| t.is_finite())
+                .map(|(t, v)| ((t * 1000.0).round() as i64, value(v)))
+                .collect(),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -241,6 +246,52 @@ mod tests {
         }
         assert_eq!(chunks(0, 21_600, 1).len(), 2);
         assert_eq!(chunks(100, 100 + 10_999 * 15, 15).len(), 1);
+    }
+
+    #[test]
+    fn answers_become_series_or_the_error_they_carry() {
+        let ok = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"instance":"a:1"},"values":[[1700000000,"3"],[1700000015.5,"NaN"]]}]}}"#;
+        let s = parse("q", 200, ok).unwrap();
+        assert_eq!(s[0].labels["instance"], "a:1");
+        assert_eq!(s[0].points[&1_700_000_000_000], 3.0);
+        assert!(s[0].points[&1_700_000_015_500].is_nan());
+        let refused = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        let e = parse("q", 400, refused).unwrap_err().to_string();
+        assert!(e.contains("bad_data: parse error"), "{e}");
+        let e = parse("q", 502, "<html>Bad Gateway</html>").unwrap_err();
+        assert!(matches!(e, FleetError::NotApi { status: 502, .. }), "{e}");
+        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert!(matches!(
+            parse("q", 200, vector),
+            Err(FleetError::NotMatrix { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Any body, any status: series or an error, never a panic.
+        #[test]
+        fn any_body_parses_or_errs(body in ".{0,200}", status in 0u16..600) {
+            let _ = parse("q", status, &body);
+        }
+
+        /// Any matrix shape, timestamps and value spellings included.
+        #[test]
+        fn any_matrix_parses_or_errs(
+            ts in proptest::collection::vec(proptest::num::f64::ANY, 0..8),
+            vs in proptest::collection::vec("NaN|\\+Inf|-Inf|-?[0-9]{1,20}(\\.[0-9]{0,5})?(e[0-9]{1,3})?|x", 0..8),
+        ) {
+            let values: Vec<String> = ts
+                .iter()
+                .zip(&vs)
+                .map(|(t, v)| format!("[{},\"{v}\"]", serde_json::to_string(t).unwrap()))
+                .collect();
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
+                values.join(",")
+            );
+            let _ = parse("q", 200, &body);
+        }
     }
 
     #[test]

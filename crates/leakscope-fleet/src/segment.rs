@@ -350,3 +350,73 @@ mod tests {
         assert_eq!(dir_name("a/../b"), "a_.._b");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn points() -> impl Strategy<Value = Points> {
+        proptest::collection::btree_map(
+            0i64..40,
+            prop_oneof![
+                4 => 0.0f64..1e6,
+                1 => Just(f64::NAN),
+                1 => Just(f64::INFINITY),
+                1 => Just(-1.0),
+            ],
+            0..30,
+        )
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k * 15_000, v)).collect())
+    }
+
+    fn matrix(names: usize) -> impl Strategy<Value = Matrix> {
+        proptest::collection::vec(points(), names).prop_map(|v| Matrix {
+            query: "q".into(),
+            by_instance: v
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (format!("i{i}"), p))
+                .collect(),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Any series, NaN, ±Inf, negatives, gaps and restarts included:
+        /// run directories a reader opens, or an error naming the
+        /// instance, never a panic.
+        #[test]
+        fn any_series_become_readable_runs_or_an_error(
+            fds in matrix(2), rss in matrix(2), start in matrix(2), max_fds in matrix(2),
+            counter in points(),
+        ) {
+            let data = Data {
+                fds,
+                rss,
+                start_time: start,
+                max_fds,
+                requests: vec![crate::Series {
+                    labels: [("instance".to_string(), "i0".to_string())].into(),
+                    points: counter,
+                }],
+                ..Data::default()
+            };
+            let q = Query {
+                selectors: crate::Selectors::default(),
+                by: "instance".into(),
+                start: 0,
+                end: 600,
+                step: 15,
+            };
+            let out = tempfile::tempdir().unwrap();
+            for r in write_runs(&data, &q, out.path()) {
+                for s in r.result.iter().flatten() {
+                    let run = leakscope_rundir::Run::open(&s.dir).unwrap();
+                    prop_assert_eq!(run.samples.len(), s.samples);
+                    prop_assert!(s.requests >= 0.0 && s.requests.is_finite());
+                }
+            }
+        }
+    }
+}
