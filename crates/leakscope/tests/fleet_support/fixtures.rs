@@ -191,3 +191,42 @@ fn exposition(fleet: &[(&str, Shape, Vec<Scrape>)], open: bool) -> String {
     }
     out
 }
+
+/// The memory request the side-by-side rules compare against: a constant
+/// in the rule (the fixtures carry no request series), about what the
+/// replicas use at rest (40 to 100 MiB), as requests are usually set.
+pub const MEMORY_REQUEST_BYTES: f64 = 64.0 * MIB;
+
+/// The container memory limit, twice the request (a common ratio); the
+/// side-by-side test gives each instance a constant
+/// `container_spec_memory_limit_bytes` series of this value.
+pub const MEMORY_LIMIT_BYTES: f64 = 128.0 * MIB;
+
+/// The truth the fixture was made with: does it leak fds per request? The
+/// idle replica's fds creep with no request served; that is no
+/// per-request leak, and the command must say NO LOAD.
+pub fn leaks_fds(shape: Shape) -> bool {
+    matches!(
+        shape,
+        Shape::NightLeak | Shape::RestartLeak | Shape::NoFdLimit
+    )
+}
+
+/// Does it leak memory? No fixture does: RSS warms up and flattens, saws,
+/// follows traffic, or stays flat (the leaks are fd leaks).
+pub fn leaks_memory(_shape: Shape) -> bool {
+    false
+}
+
+/// The truth in a few words, for a table.
+pub fn truth(shape: Shape) -> &'static str {
+    match shape {
+        Shape::WarmUp => "no leak: pools fill after a deploy, then flatten",
+        Shape::Sawtooth => "no leak: a cache filled and evicted every 30 min",
+        Shape::TrafficDoubling => "no leak: traffic doubles twice",
+        Shape::NightLeak => "fd leak, 1 per 2,500 requests, quiet night",
+        Shape::RestartLeak => "fd leak, restarted half-way",
+        Shape::NoFdLimit => "fd leak, `process_max_fds` 0",
+        Shape::Idle => "no per-request leak: fds creep, no requests",
+    }
+}
