@@ -17,8 +17,20 @@ pub const RETENTION_VARS: [&str; 2] = ["TOKIO_CONSOLE_RETENTION", "LEAKSCOPE_CON
 /// not known from outside, and the longer explains more), or `None` when
 /// it sets none or cannot be read.
 pub fn console_retention(pid: u32) -> Option<Duration> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    retention_in(&environ)
+    let path = format!("/proc/{pid}/environ");
+    // A process that has just been started (`leakscope run`) can still be
+    // inside exec, past the point where its parent is told it succeeded but
+    // before the kernel has laid out its new environment: its environ
+    // reads empty for that moment. A real environment is never empty for
+    // long, so an empty one is read again, for up to half a second.
+    for _ in 0..50 {
+        let environ = std::fs::read(&path).ok()?;
+        if !environ.is_empty() {
+            return retention_in(&environ);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// [`console_retention`] of an environ block (NUL-separated `KEY=VALUE`).
@@ -58,6 +70,8 @@ mod tests {
             .env("TOKIO_CONSOLE_RETENTION", "2s")
             .spawn()
             .unwrap();
+        // Read at once, as `leakscope run` does: the child may still be in
+        // exec (its environ empty for a moment).
         let got = console_retention(child.id());
         let _ = child.kill();
         let _ = child.wait();

@@ -88,13 +88,16 @@ pub async fn record(
     tokio::pin!(stop);
     let mut recorder = Recorder::begin(writer, sources, settings).await;
     let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Skip, not Delay: a tick woken a few ms late on a busy host keeps the
+    // schedule (Delay would restart it from the late moment, and the pace
+    // would drift by every late wake-up); a tick missed whole is skipped.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stopped = loop {
-        let stop_now = tokio::select! {
-            why = &mut stop => Some(why),
-            _ = ticker.tick() => None,
+        let (stop_now, at) = tokio::select! {
+            why = &mut stop => (Some(why), tokio::time::Instant::now()),
+            at = ticker.tick() => (None, at),
         };
-        if let Some(end) = recorder.tick(stop_now, &mut on_tick).await? {
+        if let Some(end) = recorder.tick(stop_now, at, &mut on_tick).await? {
             break end;
         }
     };
@@ -147,6 +150,7 @@ impl<'a> Recorder<'a> {
     async fn tick(
         &mut self,
         stop_now: Option<Stopped>,
+        at: tokio::time::Instant,
         on_tick: &mut impl FnMut(&Sample),
     ) -> Result<Option<Stopped>, RunDirError> {
         let out_of_time = self
@@ -158,9 +162,11 @@ impl<'a> Recorder<'a> {
             t_ms: ms_between(self.start, Instant::now()),
             ..Sample::default()
         };
-        // The sources' reads run side by side, those over HTTP waited for up
-        // to one interval: a slow one costs its own readings, not the tick.
-        let deadline = tokio::time::Instant::now() + self.settings.interval;
+        // The sources' reads run side by side, each waited for until a tenth
+        // of an interval before the next tick is due (`at` is when this one
+        // was): a slow one costs its own reading, not the tick, and the
+        // bookkeeping after it never pushes the next tick late.
+        let deadline = at + self.settings.interval.mul_f64(0.9);
         let readings = self.reads.take(self.sources, deadline).await;
         let gone = readings.gone();
         let agent_up = self.fill(&mut sample, readings);

@@ -175,3 +175,138 @@ async fn ticks_hold_4_hz_through_a_connection_churn_burst() {
         during.len()
     );
 }
+
+const MANY_FDS_ENV: &str = "LEAKSCOPE_TEST_MANY_FDS";
+
+/// Not a test: when re-executed with `MANY_FDS_ENV=N`, holds N open fds
+/// (a leak grown large) until its stdin closes.
+#[test]
+fn many_fds_process() {
+    let Ok(n) = std::env::var(MANY_FDS_ENV) else {
+        return;
+    };
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // As many as asked, within the hard limit (raising it needs
+    // CAP_SYS_RESOURCE, which a container may not give).
+    let hard = getrlimit(Resource::Nofile).maximum;
+    let n = n
+        .parse::<u64>()
+        .unwrap()
+        .min(hard.map_or(u64::MAX, |h| h - 64));
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(n + 64),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    let held: Vec<std::fs::File> = (0..n)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    println!();
+    println!("HOLDING {}", held.len());
+    let mut rest = String::new();
+    let _ = std::io::stdin().read_to_string(&mut rest);
+}
+
+/// A procfs read longer than the interval (a target holding tens of
+/// thousands of fds: a readlink each) loses that tick's reading, never the
+/// pace: ticks still come every interval, the late ones without `proc`,
+/// with the reason. The interval is set from one measured read, a third of
+/// it, so the premise holds on any machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_longer_than_the_interval_costs_its_reading_not_the_pace() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "many_fds_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MANY_FDS_ENV, "60000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("HOLDING") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    let fds: u64 = line.trim()["HOLDING ".len()..].parse().unwrap();
+    let pid = child.id();
+    let proc = ProcSource::new(pid as i32).unwrap();
+    // How long one read of this target takes here, the fastest of three.
+    let one_read = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            proc.sample().unwrap();
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    let fast = (one_read / 3).clamp(Duration::from_millis(10), Duration::from_millis(100));
+    let sources = Sources {
+        proc,
+        agent: None,
+        console: None,
+        metrics: None,
+        load: None,
+    };
+    let settings = Settings {
+        interval: fast,
+        duration: Some(Duration::from_secs(3)),
+        heap_profile_every: None,
+        task_dump: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let mut writer = RunWriter::create(&run_dir, meta(pid)).unwrap();
+    recorder::record(
+        &mut writer,
+        &sources,
+        &settings,
+        std::future::pending::<Stopped>(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        one_read > 2 * fast,
+        "the premise: one read of {fds} fds took {one_read:?}, not two intervals of {fast:?}"
+    );
+    let run = Run::open(&run_dir).unwrap();
+    let s = &run.samples;
+    let (first, last) = (&s[1], &s[s.len() - 1]);
+    let mean = (last.t_ms - first.t_ms) as f64 / (last.seq - first.seq) as f64;
+    let interval = fast.as_secs_f64() * 1000.0;
+    assert!(
+        (mean - interval).abs() <= 0.05 * interval,
+        "ticks every {mean:.1} ms while a read takes {one_read:?}"
+    );
+    let late = s.iter().filter(|x| x.proc.is_none()).count();
+    let read = s
+        .iter()
+        .filter(|x| x.proc.as_ref().is_some_and(|p| p.fds >= fds))
+        .count();
+    assert!(
+        late > 0 && read > 0,
+        "{late} ticks without procfs, {read} with"
+    );
+    assert!(
+        s.iter()
+            .filter(|x| x.proc.is_none())
+            .all(|x| !x.errors.is_empty()),
+        "a tick without procfs says why"
+    );
+    eprintln!(
+        "{fds} fds, one read {one_read:?}; {} ticks every {mean:.1} ms ({fast:?}), {read} with procfs, {late} without",
+        s.len()
+    );
+}
