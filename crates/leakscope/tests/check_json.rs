@@ -9,34 +9,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use leakscope_rundir::{Host, LoadSample, Meta, ProcSample, RunWriter, Sample, SCHEMA_VERSION};
+use leakscope_rundir::{LoadSample, Meta, ProcSample, RunWriter, Sample};
 
 const LIMIT: u64 = 1024;
 
 fn meta() -> Meta {
     Meta {
-        schema_version: SCHEMA_VERSION,
-        leakscope_version: "test".into(),
         command: vec!["log-leak".into()],
-        pid: 1,
         labels: BTreeMap::from([("scenario".into(), "log-leak".into())]),
-        host: Host {
-            hostname: "h".into(),
-            kernel: "k".into(),
-            cpus: 2,
-        },
         interval_ms: 250,
-        git_revision: None,
-        started_unix_ms: 0,
         ended_unix_ms: Some(15_000),
-        target_end: None,
-        sources: BTreeMap::new(),
         limits: leakscope_rundir::Limits {
             open_files: Some(LIMIT),
             ..Default::default()
         },
-        oom_kills: None,
-        console_retention_ms: None,
+        ..Meta::default()
     }
 }
 

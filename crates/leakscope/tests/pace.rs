@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use leakscope::recorder::{self, Settings, Sources, Stopped};
 use leakscope::sources::procfs::ProcSource;
-use leakscope_rundir::{Host, Meta, Run, RunWriter, SCHEMA_VERSION};
+use leakscope_rundir::{Meta, Run, RunWriter};
 
 mod common;
 
@@ -32,25 +32,10 @@ const CLIENTS: usize = 4;
 
 fn meta(pid: u32) -> Meta {
     Meta {
-        schema_version: SCHEMA_VERSION,
-        leakscope_version: "test".into(),
-        command: vec![],
         pid,
-        labels: Default::default(),
-        host: Host {
-            hostname: "test".into(),
-            kernel: "test".into(),
-            cpus: 2,
-        },
         interval_ms: INTERVAL.as_millis() as u64,
-        git_revision: None,
         started_unix_ms: recorder::unix_ms(),
-        ended_unix_ms: None,
-        target_end: None,
-        sources: Default::default(),
-        limits: Default::default(),
-        oom_kills: None,
-        console_retention_ms: None,
+        ..Meta::default()
     }
 }
 
