@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod live;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
