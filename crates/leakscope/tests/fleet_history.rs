@@ -111,6 +111,7 @@ fn judge_fleet(url: &str, t0: i64) {
                 );
             }
             Shape::Idle => assert_eq!(status, "NO_LOAD", "{why}"),
+            Shape::MemLeak => memory_leak(i, &why),
         }
     }
     // The leaking replicas lead: the worst status first.
@@ -137,13 +138,33 @@ fn judge_fleet(url: &str, t0: i64) {
     assert!(leak < fine, "the leaking replica must come first");
 }
 
+/// The slow memory leak: RSS LEAK at the rate it was made with (inside
+/// the 95% interval), on flat fds, while RSS stays far below any static
+/// threshold.
+fn memory_leak(i: &Value, why: &str) {
+    let segments = i["segments"].as_array().unwrap();
+    assert_eq!(i["status"], "LEAK", "{why}");
+    assert_eq!(segments.len(), 1, "{why}");
+    let rss = metric(&segments[0], "rss");
+    assert_eq!(rss["verdict"], "LEAK", "{why}");
+    let truth = fixtures::MEMLEAK_BYTES_PER_REQUEST;
+    let s = &rss["slope"];
+    assert!(s["lo"].as_f64().unwrap() <= truth, "{s}\n{why}");
+    assert!(s["hi"].as_f64().unwrap() >= truth, "{s}\n{why}");
+    assert_ne!(metric(&segments[0], "fds")["verdict"], "LEAK", "{why}");
+}
+
 fn fds_metric(segment: &Value) -> &Value {
+    metric(segment, "fds")
+}
+
+fn metric<'a>(segment: &'a Value, name: &str) -> &'a Value {
     segment["check"]["metrics"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["metric"] == "fds")
-        .expect("an fds verdict")
+        .find(|m| m["metric"] == name)
+        .unwrap_or_else(|| panic!("a {name} verdict in {segment:#}"))
 }
 
 /// What the server's errors, an unreachable server, a selector that

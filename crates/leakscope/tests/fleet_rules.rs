@@ -15,7 +15,7 @@
 //! Asserted: leakscope is right on every fixture, and every anchor rule is
 //! wrong on at least one except those in [`RIGHT_EVERYWHERE`] (measured).
 //! A rule is judged against the truth of what it watches: the fd rules
-//! against the fd leaks, the memory rules against memory (no fixture
+//! against the fd leaks, the memory rules against memory (only `memleak`
 //! leaks memory). `--nocapture` prints the table docs/fleet.md
 //! holds. Skips with a message where `promtool` or `prometheus` is not
 //! installed, unless `LEAKSCOPE_REQUIRE_PROMETHEUS` is set.
@@ -99,7 +99,7 @@ const RULES_YAML: &str = r#"groups:
 /// Measured with this test (promtool 2.42): per instance, the number of
 /// 15 s evaluations at which each rule's alert was firing in the 6 h, in
 /// the order of [`RULES`]. 0 is "never fired".
-const MEASURED: [(&str, [u32; 5]); 7] = [
+const MEASURED: [(&str, [u32; 5]); 8] = [
     ("warmup:9100", [0, 0, 363, 1141, 0]),
     ("sawtooth:9100", [0, 0, 123, 104, 0]),
     ("traffic:9100", [0, 0, 307, 0, 0]),
@@ -107,13 +107,13 @@ const MEASURED: [(&str, [u32; 5]); 7] = [
     ("restart:9100", [0, 0, 0, 0, 0]),
     ("nolimit:9100", [0, 0, 0, 0, 0]),
     ("idle:9100", [0, 0, 0, 0, 0]),
+    ("memleak:9100", [0, 0, 824, 0, 0]),
 ];
 
-/// The anchor rules that turned out right on every fixture (measured, and
-/// reported as such in docs/fleet.md rather than bent by changing the
-/// fixtures): no fixture leaks memory, and none comes within 80% of the
-/// 128 MiB limit (warm-up's plateau, about 100 MiB, comes closest).
-const RIGHT_EVERYWHERE: [&str; 1] = ["WorkingSetOverEightyPercentOfLimit"];
+/// The anchor rules that turned out right on every fixture (measured):
+/// none. The static 80% threshold, right on every look-alike, stays
+/// silent on `memleak`, whose RSS ends near 75 MiB of the 128 MiB limit.
+const RIGHT_EVERYWHERE: [&str; 0] = [];
 
 /// One input series for promtool: every value, in order, 15 s apart.
 fn series(out: &mut String, metric: &str, instance: &str, values: impl Iterator<Item = f64>) {
