@@ -221,7 +221,7 @@ fn tasks(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let help = "Tokio tasks spawned since the hooks were installed.";
     counter(e, "leakscope_tasks_spawned", help, None, snap.spawned_total)?;
     let help = "Live tokio tasks by spawn site (file:line:column): the sites with most live \
-                tasks, the rest summed in site=\"other\".";
+                tasks, the rest summed in the site other.";
     let mut m = e.encode_descriptor(
         "leakscope_tasks_live_by_site",
         help,
@@ -286,11 +286,25 @@ fn registry() -> &'static Registry {
 pub(crate) fn render(accept: Option<&str>) -> Result<(&'static str, String), std::fmt::Error> {
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, registry())?;
-    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+    if accept.is_some_and(wants_openmetrics) {
         Ok((OPENMETRICS_CONTENT_TYPE, body))
     } else {
         Ok((PROMETHEUS_TEXT_CONTENT_TYPE, to_prometheus_text(&body)))
     }
+}
+
+/// Whether an `Accept` header takes OpenMetrics: listed with a quality
+/// above 0 (`q=0` means "not this").
+fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let openmetrics = parts.next() == Some("application/openmetrics-text");
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        openmetrics && q > 0.0
+    })
 }
 
 /// OpenMetrics text to Prometheus text 0.0.4. The two differ, for what this
@@ -331,6 +345,20 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn openmetrics_only_when_the_client_takes_it() {
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        ));
+        assert!(wants_openmetrics("application/openmetrics-text; q=0.1"));
+        assert!(!wants_openmetrics(
+            "application/openmetrics-text;q=0, text/plain"
+        ));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(!wants_openmetrics("*/*"));
+    }
+
     use super::*;
 
     #[test]

@@ -140,7 +140,9 @@ fn promtool_check_metrics_reports_nothing_on_the_real_output() {
     );
     assert!(out.status.success() && said.is_empty(), "{said}\n{body}");
     drop(agent);
-    rt.shutdown_background();
+    // Whole, before the turn passes: a background shutdown left
+    // tasks ending on the workers while the next test counted.
+    rt.shutdown_timeout(Duration::from_secs(5));
 }
 
 /// OpenMetrics for a client that asks (Prometheus does), ending in `# EOF`.
@@ -164,7 +166,9 @@ fn openmetrics_is_served_to_a_client_that_asks_for_it() {
     // but `# EOF` mid-body would end an OpenMetrics parse).
     assert!(!scrape(addr).contains("# EOF"));
     drop(agent);
-    rt.shutdown_background();
+    // Whole, before the turn passes: a background shutdown left
+    // tasks ending on the workers while the next test counted.
+    rt.shutdown_timeout(Duration::from_secs(5));
 }
 
 #[test]
@@ -182,7 +186,16 @@ fn open_fds_and_live_tasks_move_with_the_process() {
     };
     first.abort();
     let _ = rt.block_on(first);
-    let before = scrape(addr);
+    // tokio wakes the JoinHandle before it runs the terminate hook: wait
+    // until the hooks saw the task end.
+    let mut before = scrape(addr);
+    for _ in 0..100 {
+        if site(&before) == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        before = scrape(addr);
+    }
     let files: Vec<std::fs::File> = (0..64)
         .map(|_| std::fs::File::open("/proc/self/stat").expect("open"))
         .collect();
@@ -233,12 +246,16 @@ fn open_fds_and_live_tasks_move_with_the_process() {
     let collections = value(&after, "leakscope_agent_collections_total");
     assert!(collections >= 2.0, "{collections}");
     drop(agent);
-    rt.shutdown_background();
+    // Whole, before the turn passes: a background shutdown left
+    // tasks ending on the workers while the next test counted.
+    rt.shutdown_timeout(Duration::from_secs(5));
 }
 
 /// The collector mounted in a host's own registry gives the same families.
 #[test]
 fn register_mounts_the_collector_in_a_host_registry() {
+    // Its /proc reads would move the fd counts the other tests measure.
+    let _turn = serial();
     let mut registry = prometheus_client::registry::Registry::default();
     leakscope_agent::metrics::register(&mut registry);
     let mut body = String::new();

@@ -48,6 +48,12 @@ pub enum FleetError {
         value: String,
         at: f64,
     },
+    #[error("{query:?} has no series for {label}={instance:?}: its requests cannot be counted, so it cannot be judged per request (a replica that served nothing still exports its counter at 0)")]
+    NoCounter {
+        query: String,
+        label: String,
+        instance: String,
+    },
     #[error("the range is empty or backwards: start {start}, end {end}, step {step} s")]
     BadRange { start: i64, end: i64, step: u64 },
     #[error("writing the run directory {dir}: {source}")]

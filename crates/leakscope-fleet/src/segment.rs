@@ -156,6 +156,26 @@ fn ticks(
     Ok(out)
 }
 
+/// Ticks whose every figure equals the tick before it, dropped. Why: with
+/// a query step shorter than the scrape interval, Prometheus's lookback
+/// hands back the same scrape at several steps, and the fit would count
+/// one reading as several independent ones, its interval too narrow. A
+/// real new scrape of a working process moves its counter or its RSS; one
+/// that moves nothing adds nothing to a per-request fit.
+fn drop_repeats(ticks: Vec<Tick>) -> Vec<Tick> {
+    let mut out: Vec<Tick> = Vec::with_capacity(ticks.len());
+    for t in ticks {
+        let same = out.last().is_some_and(|p| {
+            (p.fds, p.rss, p.heap, p.requests, p.start)
+                == (t.fds, t.rss, t.heap, t.requests, t.start)
+        });
+        if !same {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// Index ranges of `ticks` between restarts.
 fn segments(ticks: &[Tick]) -> Vec<std::ops::Range<usize>> {
     let mut cuts = vec![0];
@@ -180,7 +200,16 @@ fn instance(
     counters: Option<&Vec<(String, Points)>>,
     out: &Path,
 ) -> Result<Vec<SegmentRun>, FleetError> {
-    let ticks = ticks(data, q, name, counters)?;
+    // Without its counter a replica would read NO LOAD, and pass a gate,
+    // however it leaks: that is an error to show, not a verdict.
+    if counters.is_none_or(|c| c.is_empty()) {
+        return Err(FleetError::NoCounter {
+            query: q.selectors.requests.clone(),
+            label: q.by.clone(),
+            instance: name.to_string(),
+        });
+    }
+    let ticks = drop_repeats(ticks(data, q, name, counters)?);
     let segs = segments(&ticks);
     let last = segs.len();
     segs.into_iter()
@@ -310,6 +339,18 @@ mod tests {
             max_fds: None,
             memory_limit: None,
         }
+    }
+
+    /// The lookback's repeats of one scrape go; a new reading stays even
+    /// when only one figure moved.
+    #[test]
+    fn repeated_readings_count_once() {
+        let mut t: Vec<Tick> = (0..6).map(|i| tick(i, Some(1.0))).collect();
+        t[3].requests = Some(5.0);
+        t[4].requests = Some(5.0);
+        t[5].rss = 2.0;
+        let kept: Vec<i64> = drop_repeats(t).iter().map(|x| x.t).collect();
+        assert_eq!(kept, [0, 3, 5]);
     }
 
     #[test]

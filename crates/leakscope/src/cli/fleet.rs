@@ -105,10 +105,11 @@ pub enum Status {
     Stable,
     Bounded,
     Inconclusive,
+    /// The instance's series could not be used. Ranked below LEAK so that
+    /// a leaking replica still leads the output.
+    Error,
     Leak,
     Exhausted,
-    /// The instance's series could not be used.
-    Error,
 }
 
 impl std::fmt::Display for Status {
@@ -126,7 +127,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct SegmentReport {
     segment: usize,
     from_unix_ms: i64,
@@ -343,33 +344,46 @@ fn judge(r: InstanceRuns, limits: &gate::Limits, analyses: &mut Vec<Analysis>) -
 
 fn segment(s: &SegmentRun, a: &Analysis, limits: &gate::Limits) -> SegmentReport {
     let check = gate::check(a, limits);
-    let (status, headline, forecast) = if a.axis != Axis::Requests {
-        (
-            Status::NoLoad,
-            format!(
-                "{:.0} requests over {} samples: too few to judge per request",
-                s.requests, s.samples
-            ),
-            None,
-        )
-    } else if !check.usable {
-        (Status::Unusable, check.unusable.join("; "), None)
-    } else {
-        let worst = check
-            .metrics
-            .iter()
-            .filter(|m| m.gated)
-            .filter_map(|m| Some((rank(m.verdict?), m)))
-            .max_by_key(|(r, _)| *r);
-        match worst {
-            Some((st, m)) => (
-                st,
+    // A ceiling reached stands on any axis: a leak that exhausts its fds
+    // often stops the request counter too, and must not read NO LOAD.
+    let exhausted = check
+        .metrics
+        .iter()
+        .find(|m| m.gated && m.verdict == Some(Verdict::Exhausted));
+    let (status, headline, forecast) =
+        if let (Some(m), false) = (exhausted, a.axis == Axis::Requests) {
+            (
+                Status::Exhausted,
                 format!("{}: {}", m.title, m.summary),
-                m.forecast.clone().or_else(|| m.exhausted.clone()),
-            ),
-            None => (Status::Unusable, "no gated metric was judged".into(), None),
-        }
-    };
+                m.exhausted.clone(),
+            )
+        } else if a.axis != Axis::Requests {
+            (
+                Status::NoLoad,
+                format!(
+                    "{:.0} requests over {} samples: too few to judge per request",
+                    s.requests, s.samples
+                ),
+                None,
+            )
+        } else if !check.usable {
+            (Status::Unusable, check.unusable.join("; "), None)
+        } else {
+            let worst = check
+                .metrics
+                .iter()
+                .filter(|m| m.gated)
+                .filter_map(|m| Some((rank(m.verdict?), m)))
+                .max_by_key(|(r, _)| *r);
+            match worst {
+                Some((st, m)) => (
+                    st,
+                    format!("{}: {}", m.title, m.summary),
+                    m.forecast.clone().or_else(|| m.exhausted.clone()),
+                ),
+                None => (Status::Unusable, "no gated metric was judged".into(), None),
+            }
+        };
     SegmentReport {
         segment: s.index,
         from_unix_ms: s.from_unix_ms,
@@ -463,4 +477,62 @@ fn write_report(r: &FleetReport, mut analyses: Vec<Analysis>, dir: &Path) -> any
         .with_context(|| format!("writing the report to {}", dir.display()))?;
     tell!("report: {}", w.index.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakscope_rundir::{LoadSample, Meta, ProcSample, RunWriter, Sample};
+
+    /// A replica whose fds reach their limit while its request counter
+    /// stalls (every request failing with EMFILE is not counted): the
+    /// ceiling stands, it never reads NO LOAD.
+    #[test]
+    fn an_exhausted_replica_without_load_reads_exhausted() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("seg");
+        let meta = Meta {
+            interval_ms: 15_000,
+            limits: leakscope_rundir::Limits {
+                open_files: Some(1024),
+                ..Default::default()
+            },
+            ..Meta::default()
+        };
+        let mut w = RunWriter::create(&run, meta).unwrap();
+        for seq in 0..80u64 {
+            w.append(&Sample {
+                seq,
+                t_ms: seq * 15_000,
+                proc: Some(ProcSample {
+                    fds: (100 + seq * 40).min(1024),
+                    rss_bytes: 50 << 20,
+                    ..ProcSample::default()
+                }),
+                load: Some(LoadSample {
+                    requests_total: 7,
+                    ..LoadSample::default()
+                }),
+                ..Sample::default()
+            })
+            .unwrap();
+        }
+        let a = leakscope_analysis::analyze(&run).unwrap();
+        assert_ne!(
+            a.axis,
+            Axis::Requests,
+            "the premise: no load to judge per request"
+        );
+        let s = SegmentRun {
+            index: 1,
+            dir: run,
+            from_unix_ms: 0,
+            to_unix_ms: 80 * 15_000,
+            samples: 80,
+            requests: 0.0,
+            max_fds: Some(1024),
+        };
+        let r = segment(&s, &a, &gate::Limits::default());
+        assert_eq!(r.status, Status::Exhausted, "{r:?}");
+    }
 }
