@@ -154,22 +154,32 @@ fn read_samples(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Vec<Sample>, 
 struct Seam {
     last: Option<u64>,
     gaps: Vec<(u64, u64)>,
+    /// While reading the live file: the last sealed `seq`, until a sample
+    /// past it is met. A crash between sealing and emptying leaves the
+    /// sealed segment again at the head of the live file, and only there.
+    sealed_up_to: Option<u64>,
 }
 
 impl Seam {
-    /// Takes `s` unless an earlier file already gave it (a crash between
-    /// sealing and emptying leaves a segment in both).
     fn take(&mut self, s: Sample, dec: &mut Decimator) {
-        if let Some(last) = self.last {
-            if s.seq <= last {
+        if let Some(upto) = self.sealed_up_to {
+            if s.seq <= upto {
                 return;
             }
-            if s.seq > last + 1 {
-                self.gaps.push((last, s.seq));
-            }
+            self.sealed_up_to = None;
+        }
+        // A jump forward is samples missing; a step back (a reordered file)
+        // passes through for the analysis to call it disorder.
+        if let Some(last) = self.last.filter(|l| s.seq > l + 1) {
+            self.gaps.push((last, s.seq));
         }
         self.last = Some(s.seq);
         dec.push(s);
+    }
+
+    /// The sealed file is read: what the live file repeats of it is skipped.
+    fn live_follows(&mut self) {
+        self.sealed_up_to = self.last;
     }
 }
 
@@ -200,6 +210,7 @@ fn read_once(
             })
         }
     }
+    seam.live_follows();
     read_live(
         BufReader::new(live_file),
         &live,
