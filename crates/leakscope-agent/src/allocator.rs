@@ -200,6 +200,33 @@ pub mod counting {
         )
     }
 
+    /// Allocation groups for leakscope-test's per-test heap attribution,
+    /// compiled in only with the `alloc-groups` feature (a test build):
+    /// a production build's allocator has no group code at all.
+    mod groups {
+        #[cfg(feature = "alloc-groups")]
+        pub use leakscope_allocgroup::{
+            on_alloc as alloc_hook, on_dealloc as dealloc, on_realloc as realloc,
+        };
+
+        #[cfg(feature = "alloc-groups")]
+        #[inline]
+        pub fn alloc(p: *mut u8, size: usize) {
+            leakscope_allocgroup::mark_hooked();
+            alloc_hook(p, size);
+        }
+
+        #[cfg(not(feature = "alloc-groups"))]
+        #[inline]
+        pub fn alloc(_: *mut u8, _: usize) {}
+        #[cfg(not(feature = "alloc-groups"))]
+        #[inline]
+        pub fn dealloc(_: *mut u8) {}
+        #[cfg(not(feature = "alloc-groups"))]
+        #[inline]
+        pub fn realloc(_: *mut u8, _: *mut u8, _: usize) {}
+    }
+
     pub struct Counting<A>(pub A);
 
     // SAFETY: every call forwards to the inner allocator unchanged; counting
@@ -210,6 +237,7 @@ pub mod counting {
             let p = unsafe { self.0.alloc(layout) };
             if !p.is_null() {
                 on_alloc(layout.size());
+                groups::alloc(p, layout.size());
             }
             p
         }
@@ -219,6 +247,7 @@ pub mod counting {
             let p = unsafe { self.0.alloc_zeroed(layout) };
             if !p.is_null() {
                 on_alloc(layout.size());
+                groups::alloc(p, layout.size());
             }
             p
         }
@@ -226,6 +255,7 @@ pub mod counting {
         #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             on_free(layout.size());
+            groups::dealloc(ptr);
             unsafe { self.0.dealloc(ptr, layout) }
         }
 
@@ -235,6 +265,7 @@ pub mod counting {
             if !p.is_null() {
                 on_free(layout.size());
                 on_alloc(new_size);
+                groups::realloc(ptr, p, new_size);
             }
             p
         }

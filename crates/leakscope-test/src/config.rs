@@ -1,0 +1,106 @@
+//! What a guarded test may leave behind, and how long it waits for
+//! stragglers.
+
+use std::time::Duration;
+
+/// Options of a guarded test. `Config::default()` ignores nothing, waits
+/// for stragglers as goleak does (20 retries, backoff capped at 100 ms),
+/// runs the body once and tolerates no heap growth.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub(crate) ignore_sites: Vec<String>,
+    pub(crate) ignore_frames: Vec<String>,
+    pub(crate) ignore_paths: Vec<glob::Pattern>,
+    pub(crate) bad_patterns: Vec<String>,
+    pub(crate) heap_tolerance: u64,
+    pub(crate) warmup: u32,
+    pub(crate) iterations: u32,
+    pub(crate) settle: Option<Duration>,
+    pub(crate) exclusive: bool,
+}
+
+impl Config {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ignores tasks spawned at a site whose `file:line:col` contains
+    /// `site` (`"src/pool.rs"`, `"src/pool.rs:41"`), and heap allocated
+    /// there.
+    pub fn ignore_site(mut self, site: impl Into<String>) -> Self {
+        self.ignore_sites.push(site.into());
+        self
+    }
+
+    /// Ignores tasks parked in, and heap allocated through, a frame whose
+    /// function name contains `frame` (`"hyper::client::pool"`).
+    pub fn ignore_frame(mut self, frame: impl Into<String>) -> Self {
+        self.ignore_frames.push(frame.into());
+        self
+    }
+
+    /// Ignores fds whose target matches the shell pattern (`/tmp/*.log`,
+    /// `socket:*`, `anon_inode:[eventfd]`). A malformed pattern fails the
+    /// test with the pattern's error rather than ignoring nothing.
+    pub fn ignore_path(mut self, pattern: &str) -> Self {
+        match glob::Pattern::new(pattern) {
+            Ok(p) => self.ignore_paths.push(p),
+            Err(e) => self.bad_patterns.push(format!("{pattern:?}: {e}")),
+        }
+        self
+    }
+
+    /// Heap growth tolerated per measured iteration, in bytes.
+    pub fn heap_tolerance(mut self, bytes: u64) -> Self {
+        self.heap_tolerance = bytes;
+        self
+    }
+
+    /// Runs the body `n` times before the baseline is taken, so one-time
+    /// initialization (a `OnceLock`, a pool filling, a cache reaching its
+    /// cap) is not judged; heap growth only fails a test with `n >= 1`.
+    pub fn warmup(mut self, n: u32) -> Self {
+        self.warmup = n;
+        self
+    }
+
+    /// Measured runs of the body after the warm-up (1 when unset); heap
+    /// growth is reported per run.
+    pub fn iterations(mut self, n: u32) -> Self {
+        self.iterations = n;
+        self
+    }
+
+    /// Keeps re-checking for up to `d` before failing, instead of goleak's
+    /// schedule: for work that ends on a timer (a TTL, a graceful close).
+    pub fn settle(mut self, d: Duration) -> Self {
+        self.settle = Some(d);
+        self
+    }
+
+    /// Runs while no other guarded test of the binary runs, so the
+    /// process-wide fd difference is this test's alone and can fail it
+    /// (files opened with `std::fs`, raw pipes, eventfds, timerfds).
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
+    }
+
+    pub(crate) fn measured_iterations(&self) -> u32 {
+        self.iterations.max(1)
+    }
+
+    pub(crate) fn site_ignored(&self, site: &str) -> bool {
+        self.ignore_sites.iter().any(|s| site.contains(s.as_str()))
+    }
+
+    pub(crate) fn frame_ignored(&self, function: &str) -> bool {
+        self.ignore_frames
+            .iter()
+            .any(|f| function.contains(f.as_str()))
+    }
+
+    pub(crate) fn path_ignored(&self, target: &str) -> bool {
+        self.ignore_paths.iter().any(|p| p.matches(target))
+    }
+}

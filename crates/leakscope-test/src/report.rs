@@ -1,0 +1,326 @@
+//! What a guarded test left behind, and the message that says so.
+//!
+//! The message is modelled on the best of its kind: goleak names each
+//! leaked goroutine with its stack, pytest-memray names each leaking
+//! allocation site with its size, Lucene's thread-leak rule says how to
+//! silence what is expected. Each item here carries the option that would
+//! ignore it, and the message ends with the command that reruns the test
+//! alone. `tests/golden.rs` pins it.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+/// Tasks left running, from one spawn site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakedTasks {
+    /// `file:line:col`, or `None` when the runtime had no hooks.
+    pub site: Option<String>,
+    pub count: usize,
+    /// Where they are parked: (tasks, leaf future, innermost own frame).
+    pub parked: Vec<Parked>,
+}
+
+/// Tasks of one site parked at one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub count: usize,
+    /// The tokio future the task waits in (`tokio::time::sleep::Sleep`).
+    pub leaf: String,
+    /// The innermost frame of the test's own code, `function (path:line)`.
+    pub own: Option<String>,
+}
+
+/// One fd left open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFd {
+    pub fd: i32,
+    /// `tcp`, `udp`, `unix`, `pipe`, `file`, `anon_inode`, `socket`.
+    pub kind: String,
+    /// Path, endpoints or `anon_inode:[eventfd]`.
+    pub target: String,
+    /// What `/proc/self/fd` links to (`socket:[123]`): what an ignore
+    /// pattern matches.
+    pub link: String,
+}
+
+/// Heap still live that one site allocated during the test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeapSite {
+    pub site: String,
+    pub function: String,
+    pub bytes_per_iteration: u64,
+}
+
+/// Everything a guarded test found, failing or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// `module::test_name`.
+    pub test: String,
+    /// The command that runs this test alone.
+    pub rerun: String,
+    pub tasks: Vec<LeakedTasks>,
+    /// fds the test's runtime registered and still held (exact).
+    pub registered_fds: usize,
+    /// fds opened since the baseline, process-wide.
+    pub fds: Vec<OpenFd>,
+    /// Whether the process-wide fds fail the test (no overlap).
+    pub fds_fail: bool,
+    /// Other guarded tests that ran meanwhile.
+    pub overlapped: Vec<String>,
+    pub heap: Vec<HeapSite>,
+    /// Whether the heap fails the test (a warm-up was run).
+    pub heap_fail: bool,
+    pub heap_tolerance: u64,
+    pub iterations: u32,
+    pub warmup: u32,
+    /// What this test could not see, said once each.
+    pub blind: Vec<String>,
+    /// Bad options (a malformed pattern): they fail the test.
+    pub errors: Vec<String>,
+    pub checks: u32,
+    pub waited: Duration,
+}
+
+impl Report {
+    /// Whether anything here fails the test.
+    pub fn fails(&self) -> bool {
+        !self.tasks.is_empty()
+            || self.registered_fds > 0
+            || (self.fds_fail && !self.fds.is_empty())
+            || (self.heap_fail && !self.heap.is_empty())
+            || !self.errors.is_empty()
+    }
+
+    /// Whether anything is worth a line on stderr even when passing.
+    pub fn has_warnings(&self) -> bool {
+        (!self.fds_fail && !self.fds.is_empty()) || (!self.heap_fail && !self.heap.is_empty())
+    }
+
+    fn heading(&self) -> String {
+        let mut parts = Vec::new();
+        let tasks: usize = self.tasks.iter().map(|t| t.count).sum();
+        if tasks > 0 {
+            parts.push(plural(tasks, "task"));
+        }
+        let fds = if self.fds_fail {
+            self.fds.len().max(self.registered_fds)
+        } else {
+            self.registered_fds
+        };
+        if fds > 0 {
+            parts.push(plural(fds, "fd"));
+        }
+        if self.heap_fail && !self.heap.is_empty() {
+            let per: u64 = self.heap.iter().map(|h| h.bytes_per_iteration).sum();
+            parts.push(format!("{} of heap per iteration", bytes(per)));
+        }
+        if parts.is_empty() && !self.errors.is_empty() {
+            return format!("leakscope: test {} has bad options", self.test);
+        }
+        format!(
+            "leakscope: test {} left {} behind (checked {} times over {})",
+            self.test,
+            parts.join(", "),
+            self.checks,
+            millis(self.waited)
+        )
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Bytes as people read them: `512 B`, `4.0 KiB`, `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = n as f64;
+    if f < K {
+        format!("{n} B")
+    } else if f < K * K {
+        format!("{:.1} KiB", f / K)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / K / K)
+    } else {
+        format!("{:.1} GiB", f / K / K / K)
+    }
+}
+
+fn millis(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A site's `path:line:col` → `path:line`, what an ignore option needs.
+fn line_of(site: &str) -> &str {
+    match site.rsplit_once(':') {
+        Some((head, col)) if col.bytes().all(|b| b.is_ascii_digit()) && head.contains(':') => head,
+        _ => site,
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.heading())?;
+        for e in &self.errors {
+            writeln!(f, "\nbad option: {e}")?;
+        }
+        self.fmt_tasks(f)?;
+        self.fmt_fds(f)?;
+        self.fmt_heap(f)?;
+        if !self.blind.is_empty() {
+            writeln!(f, "\nnot seen:")?;
+            for b in &self.blind {
+                writeln!(f, "  - {b}")?;
+            }
+        }
+        writeln!(f, "\nrerun alone: {}", self.rerun)
+    }
+}
+
+impl Report {
+    fn fmt_tasks(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        let n: usize = self.tasks.iter().map(|t| t.count).sum();
+        writeln!(f, "\ntasks: {} still running, spawned during the test", n)?;
+        for t in &self.tasks {
+            match &t.site {
+                Some(site) => writeln!(f, "  {} x spawned at {site}", t.count)?,
+                None => writeln!(f, "  {} x (spawn site unknown)", t.count)?,
+            }
+            for p in &t.parked {
+                let mut line = format!("      {} parked in {}", p.count, p.leaf);
+                if let Some(own) = &p.own {
+                    let _ = write!(line, "\n        <- {own}");
+                }
+                writeln!(f, "{line}")?;
+            }
+            if let Some(site) = &t.site {
+                writeln!(
+                    f,
+                    "      ignore: Config::new().ignore_site({:?})",
+                    line_of(site)
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fmt_fds(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.registered_fds == 0 && self.fds.is_empty() {
+            return Ok(());
+        }
+        if self.registered_fds > 0 {
+            writeln!(
+                f,
+                "\nfds: {} registered with the test's runtime and still open",
+                self.registered_fds
+            )?;
+        }
+        if self.fds.is_empty() {
+            return Ok(());
+        }
+        if self.fds_fail {
+            writeln!(
+                f,
+                "\nfds: {} opened during the test and still open",
+                self.fds.len()
+            )?;
+        } else {
+            writeln!(
+                f,
+                "\nfds: warning: {} opened in the process during the test and still open; \
+                 not judged, since other guarded tests ran meanwhile",
+                self.fds.len()
+            )?;
+        }
+        if !self.fds_fail && !self.overlapped.is_empty() {
+            let shown: Vec<&str> = self.overlapped.iter().take(5).map(String::as_str).collect();
+            let more = self.overlapped.len().saturating_sub(shown.len());
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            writeln!(f, "  overlapped: {}{tail}", shown.join(", "))?;
+            writeln!(f, "  to judge them: Config::new().exclusive()")?;
+        }
+        for fd in &self.fds {
+            writeln!(f, "  fd {:<5} {:<10} {}", fd.fd, fd.kind, fd.target)?;
+        }
+        let pattern = self
+            .fds
+            .first()
+            .map(|fd| ignore_pattern(&fd.link))
+            .unwrap_or_default();
+        writeln!(f, "  ignore: Config::new().ignore_path({pattern:?})")
+    }
+
+    fn fmt_heap(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.heap.is_empty() {
+            return Ok(());
+        }
+        let per: u64 = self.heap.iter().map(|h| h.bytes_per_iteration).sum();
+        let runs = if self.iterations == 1 {
+            "1 run".to_string()
+        } else {
+            format!("{} runs", self.iterations)
+        };
+        if self.heap_fail {
+            writeln!(
+                f,
+                "\nheap: {} per iteration still live, allocated during the test \
+                 ({runs} after {} warm-up, tolerance {})",
+                bytes(per),
+                self.warmup,
+                bytes(self.heap_tolerance)
+            )?;
+        } else {
+            writeln!(
+                f,
+                "\nheap: warning: {} still live, allocated during the test; not judged \
+                 without a warm-up, since one-time initialization looks the same",
+                bytes(per)
+            )?;
+            writeln!(f, "  to judge it: Config::new().warmup(1)")?;
+        }
+        for h in self.heap.iter().take(10) {
+            writeln!(
+                f,
+                "  {:>10} per iteration at {} in {}",
+                bytes(h.bytes_per_iteration),
+                h.site,
+                h.function
+            )?;
+            writeln!(f, "      ignore: Config::new().ignore_site({:?})", h.site)?;
+        }
+        if self.heap.len() > 10 {
+            writeln!(f, "  ... and {} more sites", self.heap.len() - 10)?;
+        }
+        Ok(())
+    }
+}
+
+/// The pattern that would ignore fds like `target`: its directory for a
+/// file, its kind for anything else.
+fn ignore_pattern(target: &str) -> String {
+    if target.starts_with('/') {
+        match target.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => format!("{dir}/*"),
+            _ => target.to_string(),
+        }
+    } else if let Some((kind, _)) = target.split_once(':') {
+        format!("{kind}:*")
+    } else {
+        target.to_string()
+    }
+}

@@ -1,0 +1,201 @@
+//! The checks on real runtimes, tasks, sockets and heap: each rule both
+//! ways, a leak caught and its clean twin passing.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use leakscope_test::{check, Config, Flavor, Guard, Spec, TestId};
+
+#[global_allocator]
+static ALLOC: leakscope_test::TrackingAllocator = leakscope_test::TrackingAllocator::system();
+
+fn spec(name: &'static str, flavor: Flavor) -> Spec {
+    Spec {
+        flavor,
+        worker_threads: None,
+        start_paused: false,
+        test: TestId {
+            package: "leakscope-test",
+            crate_name: "guarded",
+            bin_name: None,
+            module_path: "guarded",
+            name,
+        },
+    }
+}
+
+static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+#[test]
+fn a_leaked_task_is_named_by_its_spawn_site_and_ignoring_it_passes() {
+    let body = || async {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = rx.await;
+        });
+        std::mem::forget(tx);
+    };
+    let r = check(&spec("task", Flavor::MultiThread), &Config::new(), body);
+    assert!(r.fails(), "{r}");
+    assert_eq!(r.tasks.len(), 1, "{r}");
+    if cfg!(tokio_unstable) {
+        let site = r.tasks[0].site.clone().unwrap();
+        assert!(
+            site.starts_with("crates/leakscope-test/tests/guarded.rs:"),
+            "{site}"
+        );
+        let ignore = site.rsplit_once(':').unwrap().0.to_string();
+        let r = check(
+            &spec("task", Flavor::MultiThread),
+            &Config::new().ignore_site(ignore),
+            body,
+        );
+        assert!(!r.fails(), "{r}");
+    }
+    assert_eq!(
+        r.rerun,
+        "cargo test -p leakscope-test --test guarded -- --exact task"
+    );
+}
+
+#[test]
+fn heap_growth_fails_after_a_warm_up_with_bytes_per_iteration() {
+    let body = || async {
+        KEPT.lock().unwrap().push(vec![1u8; 10_000]);
+    };
+    let cfg = Config::new().warmup(1).iterations(4);
+    let r = check(&spec("heap", Flavor::CurrentThread), &cfg, body);
+    assert!(r.fails(), "{r}");
+    let top = &r.heap[0];
+    assert!(
+        top.site
+            .starts_with("crates/leakscope-test/tests/guarded.rs:"),
+        "{r}"
+    );
+    // The buffer, and its share of the outer Vec growing.
+    assert!((10_000..10_100).contains(&top.bytes_per_iteration), "{r}");
+    // A tolerance above the growth passes.
+    let r = check(
+        &spec("heap", Flavor::CurrentThread),
+        &cfg.clone().heap_tolerance(20_000),
+        body,
+    );
+    assert!(!r.fails(), "{r}");
+}
+
+#[test]
+fn a_bounded_cache_passes_once_warm() {
+    static CACHE: Mutex<std::collections::VecDeque<Vec<u8>>> =
+        Mutex::new(std::collections::VecDeque::new());
+    let body = || async {
+        let mut c = CACHE.lock().unwrap();
+        c.push_back(vec![2u8; 1000]);
+        if c.len() > 16 {
+            c.pop_front();
+        }
+    };
+    let r = check(
+        &spec("cache", Flavor::CurrentThread),
+        &Config::new().warmup(32).iterations(32),
+        body,
+    );
+    assert!(!r.fails(), "{r}");
+}
+
+#[test]
+fn a_registered_socket_kept_past_the_test_fails_exactly() {
+    static KEPT: Mutex<Vec<tokio::net::UdpSocket>> = Mutex::new(Vec::new());
+    let body = || async {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        KEPT.lock().unwrap().push(s);
+    };
+    let r = check(&spec("fd", Flavor::MultiThread), &Config::new(), body);
+    if cfg!(tokio_unstable) {
+        assert_eq!(r.registered_fds, 1, "{r}");
+        assert!(r.fails(), "{r}");
+    }
+    KEPT.lock().unwrap().clear();
+}
+
+#[test]
+fn an_exclusive_test_judges_a_plain_file_it_left_open() {
+    static FILES: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.txt");
+    std::fs::write(&path, b"x").unwrap();
+    let p = path.clone();
+    let body = move || {
+        let p = p.clone();
+        async move {
+            FILES.lock().unwrap().push(std::fs::File::open(&p).unwrap());
+        }
+    };
+    let r = check(
+        &spec("file", Flavor::CurrentThread),
+        &Config::new().exclusive(),
+        body.clone(),
+    );
+    assert!(r.fails(), "{r}");
+    assert!(
+        r.fds
+            .iter()
+            .any(|f| f.kind == "file" && f.target.ends_with("kept.txt")),
+        "{r}"
+    );
+    let pattern = format!("{}/*", dir.path().display());
+    let cfg = Config::new().exclusive().ignore_path(&pattern);
+    let r = check(&spec("file", Flavor::CurrentThread), &cfg, body);
+    assert!(!r.fails(), "{r}");
+    FILES.lock().unwrap().clear();
+}
+
+#[test]
+fn settle_waits_for_work_that_ends_on_a_timer() {
+    let body = || async {
+        tokio::spawn(tokio::time::sleep(Duration::from_millis(800)));
+    };
+    // goleak's schedule gives up after about half a second...
+    let r = check(&spec("settle", Flavor::MultiThread), &Config::new(), body);
+    assert!(r.fails(), "{r}");
+    // ...an explicit settle waits it out.
+    let cfg = Config::new().settle(Duration::from_secs(3));
+    let r = check(&spec("settle", Flavor::MultiThread), &cfg, body);
+    assert!(!r.fails(), "{r}");
+}
+
+#[test]
+fn a_malformed_ignore_pattern_fails_with_its_error() {
+    let r = check(
+        &spec("bad", Flavor::CurrentThread),
+        &Config::new().ignore_path("[oops"),
+        || async {},
+    );
+    assert!(r.fails());
+    assert!(r.to_string().contains("bad option: \"[oops\""), "{r}");
+}
+
+#[tokio::test]
+async fn the_guard_counts_a_leaked_task_under_tokio_test() {
+    let guard = Guard::new("the_guard_counts_a_leaked_task_under_tokio_test");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = rx.await;
+    });
+    let r = guard.check().await;
+    assert!(r.fails(), "{r}");
+    assert_eq!(r.tasks[0].count, 1);
+    assert!(
+        r.to_string()
+            .contains("#[tokio::test] builds its runtime without"),
+        "{r}"
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn the_guard_passes_a_clean_test() {
+    let guard = Guard::new("the_guard_passes_a_clean_test");
+    let t = tokio::spawn(async { 1 + 1 });
+    assert_eq!(t.await.unwrap(), 2);
+    guard.assert_clean().await;
+}
