@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use leakscope_allocgroup::{Entered, Group};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::{fds, heap, report, Config, Report};
+use crate::{fds, heap, registered, report, Config, Report};
 
 /// Counts what the current test's runtime runs, from now until
 /// [`Guard::check`].
@@ -184,19 +184,5 @@ impl Guard {
             checks,
             waited,
         }
-    }
-}
-
-fn registered(handle: &Handle) -> u64 {
-    #[cfg(tokio_unstable)]
-    {
-        let m = handle.metrics();
-        m.io_driver_fd_registered_count()
-            .saturating_sub(m.io_driver_fd_deregistered_count())
-    }
-    #[cfg(not(tokio_unstable))]
-    {
-        let _ = handle;
-        0
     }
 }

@@ -210,7 +210,7 @@ impl Snapshot {
     fn take(rt: &Runtime, log: &tasks::TaskLog, group: &Group) -> Self {
         leakscope_allocgroup::outside(|| Snapshot {
             tasks: log.state(rt),
-            registered: registered(rt),
+            registered: registered(rt.handle()),
             fds: fds::snapshot(),
             heap: heap::state(group),
         })
@@ -218,16 +218,16 @@ impl Snapshot {
 }
 
 /// fds the runtime's I/O driver holds registered now.
-fn registered(rt: &Runtime) -> u64 {
+pub(crate) fn registered(handle: &tokio::runtime::Handle) -> u64 {
     #[cfg(tokio_unstable)]
     {
-        let m = rt.metrics();
+        let m = handle.metrics();
         m.io_driver_fd_registered_count()
             .saturating_sub(m.io_driver_fd_deregistered_count())
     }
     #[cfg(not(tokio_unstable))]
     {
-        let _ = rt;
+        let _ = handle;
         0
     }
 }
