@@ -187,7 +187,9 @@ pub fn on_dealloc(ptr: *mut u8) {
 }
 
 /// `old` was resized to `size` bytes at `new`. A recorded allocation stays
-/// recorded, under its group and first stack.
+/// recorded under its group. When it grew, it is recorded under the stack
+/// that grew it, as memray and heaptrack do: a `Vec` that keeps growing is
+/// found where it is pushed to, not where it was first made.
 #[inline]
 pub fn on_realloc(old: *mut u8, new: *mut u8, size: usize) {
     if RECORDED.load(Relaxed) == 0 || new.is_null() {
@@ -195,7 +197,8 @@ pub fn on_realloc(old: *mut u8, new: *mut u8, size: usize) {
     }
     guarded(|| {
         if let Some(rec) = forget(old as usize) {
-            record(new as usize, size, rec.group, Some((rec.frames, rec.depth)));
+            let stack = (size <= rec.size).then_some((rec.frames, rec.depth));
+            record(new as usize, size, rec.group, stack);
         }
     });
 }

@@ -19,6 +19,9 @@ pub struct Config {
     pub(crate) exclusive: bool,
 }
 
+/// CPython's `regrtest -R 3:3` measures three runs after its warm-up.
+const DEFAULT_ITERATIONS: u32 = 3;
+
 impl Config {
     pub fn new() -> Self {
         Self::default()
@@ -64,8 +67,9 @@ impl Config {
         self
     }
 
-    /// Measured runs of the body after the warm-up (1 when unset); heap
-    /// growth is reported per run.
+    /// Measured runs of the body after the warm-up (3 when unset, as
+    /// CPython's refleak runs measure 3). Heap growth is reported per run,
+    /// and a site is judged a leak only when it grew in every one.
     pub fn iterations(mut self, n: u32) -> Self {
         self.iterations = n;
         self
@@ -87,7 +91,10 @@ impl Config {
     }
 
     pub(crate) fn measured_iterations(&self) -> u32 {
-        self.iterations.max(1)
+        match self.iterations {
+            0 => DEFAULT_ITERATIONS,
+            n => n,
+        }
     }
 
     pub(crate) fn site_ignored(&self, site: &str) -> bool {

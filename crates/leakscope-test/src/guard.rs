@@ -121,7 +121,8 @@ impl Guard {
         let overlapped = self.running.overlapped();
         let fds_fail = self.config.exclusive || overlapped.is_empty();
         let now_fds = fds::snapshot();
-        let heap = heap::growth(&self.heap, &heap::state(&self.group), &self.config);
+        let now = heap::state(&self.group);
+        let heap = heap::growth(&[&self.heap, &now], &self.config);
         let mut blind = vec![
             "spawn sites and parked stacks: #[tokio::test] builds its runtime without \
              leakscope's hooks (use #[leakscope_test::test] to see them)"
@@ -168,7 +169,7 @@ impl Guard {
             heap: heap
                 .sites
                 .into_iter()
-                .filter(|_| heap.net > self.config.heap_tolerance)
+                .filter(|_| heap.judged > self.config.heap_tolerance)
                 .map(|h| report::HeapSite {
                     site: h.site,
                     function: h.function,

@@ -151,14 +151,24 @@ where
         run_body(&rt, &group, &body);
     }
     let base = Snapshot::take(&rt, &log, &group);
-    for _ in 0..config.measured_iterations() {
+    // The heap after each run but the last, whose state is the settled one.
+    let mut runs = Vec::new();
+    for i in 0..config.measured_iterations() {
         run_body(&rt, &group, &body);
+        if i + 1 < config.measured_iterations() {
+            runs.push(leakscope_allocgroup::outside(|| heap::state(&group)));
+        }
     }
     let judge_heap = config.warmup > 0 && leakscope_allocgroup::hooked();
     let (now, checks, waited) = settle(&rt, &log, &group, &base, config, &running, judge_heap);
-    let report = assemble(
-        spec, config, &rt, &group, &base, &now, &running, checks, waited,
-    );
+    let measured = Measured {
+        base: &base,
+        runs: &runs,
+        now: &now,
+        checks,
+        waited,
+    };
+    let report = assemble(spec, config, &rt, &group, &measured, &running);
     // Only now: shutting the runtime down cancels what it still runs.
     drop(rt);
     report
@@ -288,18 +298,25 @@ fn judges_fds(config: &Config, running: &fds::Running) -> bool {
     config.exclusive || running.overlapped().is_empty()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a guarded run measured: the baseline, the heap between the
+/// measured runs, the settled end, and how long settling took.
+struct Measured<'a> {
+    base: &'a Snapshot,
+    runs: &'a [heap::HeapState],
+    now: &'a Snapshot,
+    checks: u32,
+    waited: Duration,
+}
+
 fn assemble(
     spec: &Spec,
     config: &Config,
     rt: &Runtime,
     group: &Group,
-    base: &Snapshot,
-    now: &Snapshot,
+    m: &Measured<'_>,
     running: &fds::Running,
-    checks: u32,
-    waited: Duration,
 ) -> Report {
+    let (base, now) = (m.base, m.now);
     let iterations = config.measured_iterations();
     let overlapped = running.overlapped();
     let fds_fail = config.exclusive || overlapped.is_empty();
@@ -328,10 +345,14 @@ fn assemble(
         warmup: config.warmup,
         blind: blind(),
         errors: config.bad_patterns.clone(),
-        checks,
-        waited,
+        checks: m.checks,
+        waited: m.waited,
     };
-    let heap = leakscope_allocgroup::outside(|| heap::growth(&base.heap, &now.heap, config));
+    let states: Vec<&heap::HeapState> = std::iter::once(&base.heap)
+        .chain(m.runs)
+        .chain(std::iter::once(&now.heap))
+        .collect();
+    let heap = leakscope_allocgroup::outside(|| heap::growth(&states, config));
     if heap.unowned > 0 {
         report.blind.push(format!(
             "{} of heap grew with no frame of the workspace's code on its stack \
@@ -339,7 +360,7 @@ fn assemble(
             bytes(heap.unowned)
         ));
     }
-    if heap.net > config.heap_tolerance * u64::from(iterations) {
+    if heap.judged > config.heap_tolerance * u64::from(iterations) {
         report.heap = heap
             .sites
             .into_iter()

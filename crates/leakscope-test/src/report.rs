@@ -10,6 +10,9 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+/// Distinct fd targets listed before the rest are only counted.
+const MAX_FD_LINES: usize = 10;
+
 /// Tasks left running, from one spawn site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeakedTasks {
@@ -116,6 +119,15 @@ impl Report {
         }
         if parts.is_empty() && !self.errors.is_empty() {
             return format!("leakscope: test {} has bad options", self.test);
+        }
+        if parts.is_empty() {
+            // Passing, with warnings: say so, or "left  behind" reads as a failure.
+            return format!(
+                "leakscope: test {} left nothing behind that fails it (checked {} times over {})",
+                self.test,
+                self.checks,
+                millis(self.waited)
+            );
         }
         format!(
             "leakscope: test {} left {} behind (checked {} times over {})",
@@ -254,15 +266,56 @@ impl Report {
             writeln!(f, "  overlapped: {}{tail}", shown.join(", "))?;
             writeln!(f, "  to judge them: Config::new().exclusive()")?;
         }
+        self.fmt_fd_list(f)
+    }
+
+    /// The fds, one line per distinct target (`24 x file /srv/f.bin`), the
+    /// first ten targets, then the rest counted by kind; one ignore option
+    /// per kind of pattern shown.
+    fn fmt_fd_list(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut groups: Vec<(&OpenFd, usize)> = Vec::new();
         for fd in &self.fds {
-            writeln!(f, "  fd {:<5} {:<10} {}", fd.fd, fd.kind, fd.target)?;
+            match groups
+                .iter_mut()
+                .find(|(g, _)| g.kind == fd.kind && g.target == fd.target)
+            {
+                Some((_, n)) => *n += 1,
+                None => groups.push((fd, 1)),
+            }
         }
-        let pattern = self
-            .fds
-            .first()
-            .map(|fd| ignore_pattern(&fd.link))
-            .unwrap_or_default();
-        writeln!(f, "  ignore: Config::new().ignore_path({pattern:?})")
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.fd.cmp(&b.0.fd)));
+        for (fd, n) in groups.iter().take(MAX_FD_LINES) {
+            let count = if *n == 1 {
+                format!("fd {}", fd.fd)
+            } else {
+                format!("{n} x")
+            };
+            writeln!(f, "  {count:<8} {:<10} {}", fd.kind, fd.target)?;
+        }
+        let rest = &groups[groups.len().min(MAX_FD_LINES)..];
+        if !rest.is_empty() {
+            let mut kinds: Vec<(&str, usize)> = Vec::new();
+            for (fd, n) in rest {
+                match kinds.iter_mut().find(|(k, _)| *k == fd.kind) {
+                    Some((_, c)) => *c += n,
+                    None => kinds.push((&fd.kind, *n)),
+                }
+            }
+            let total: usize = kinds.iter().map(|(_, n)| n).sum();
+            let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            writeln!(f, "  ... and {total} more: {}", by_kind.join(", "))?;
+        }
+        let mut patterns: Vec<String> = Vec::new();
+        for (fd, _) in &groups {
+            let p = ignore_pattern(&fd.link);
+            if !patterns.contains(&p) {
+                patterns.push(p);
+            }
+        }
+        for p in patterns.iter().take(3) {
+            writeln!(f, "  ignore: Config::new().ignore_path({p:?})")?;
+        }
+        Ok(())
     }
 
     fn fmt_heap(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

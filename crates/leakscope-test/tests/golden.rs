@@ -37,6 +37,12 @@ fn report() -> Report {
                 target: "/srv/files/8m.bin".into(),
                 link: "/srv/files/8m.bin".into(),
             },
+            OpenFd {
+                fd: 19,
+                kind: "file".into(),
+                target: "/srv/files/8m.bin".into(),
+                link: "/srv/files/8m.bin".into(),
+            },
         ],
         fds_fail: true,
         overlapped: vec![],
@@ -86,4 +92,38 @@ fn overlapping_tests_turn_process_fds_into_a_named_warning() {
         "{text}"
     );
     assert!(text.contains("Config::new().exclusive()"), "{text}");
+}
+
+#[test]
+fn many_fds_are_grouped_by_target_and_the_rest_counted_by_kind() {
+    let mut r = report();
+    let file = |fd| OpenFd {
+        fd,
+        kind: "file".into(),
+        target: "/srv/files/a.bin".into(),
+        link: "/srv/files/a.bin".into(),
+    };
+    let pipe = |fd: i32| OpenFd {
+        fd,
+        kind: "pipe".into(),
+        target: format!("pipe:[{}]", 1000 + fd / 2),
+        link: format!("pipe:[{}]", 1000 + fd / 2),
+    };
+    r.fds = (20..44).map(file).chain((50..80).map(pipe)).collect();
+    let text = r.to_string();
+    assert!(text.contains("left 40 tasks, 54 fds,"), "{text}");
+    // 24 copies of one file in one line, then nine pipe pairs, then the
+    // other six pairs counted.
+    assert!(
+        text.contains("  24 x     file       /srv/files/a.bin\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  2 x      pipe       pipe:[1025]\n"),
+        "{text}"
+    );
+    assert!(text.contains("  ... and 12 more: 12 pipe\n"), "{text}");
+    assert!(text.contains("ignore_path(\"/srv/files/*\")"), "{text}");
+    assert!(text.contains("ignore_path(\"pipe:*\")"), "{text}");
+    assert_eq!(text.matches("pipe:[").count(), 9, "{text}");
 }
