@@ -11,6 +11,10 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The per-request actions; a library module so tests can run a mode's
+/// action under a leak guard without a server around it.
+pub mod modes;
+
 /// What each mode's per-request action does. The names on the command line
 /// are the kebab-case variant names (`fd-file`, `task-timer`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]

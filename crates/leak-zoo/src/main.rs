@@ -3,7 +3,6 @@
 //! and their ground truth.
 
 mod client;
-mod modes;
 mod server;
 mod wire;
 

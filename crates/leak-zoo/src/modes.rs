@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Instant;
 
-use leak_zoo::{
+use crate::{
     Mode, CACHE_COUNT_CAP, CACHE_PURGE_EVERY, CACHE_TTL, IN_FLIGHT_BYTES, IN_FLIGHT_TASK_SLEEP,
     POOL_ENTRY_BYTES, POOL_HOLD, POOL_MAX,
 };

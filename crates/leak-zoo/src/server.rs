@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use leak_zoo::Mode;
 use tokio::net::TcpListener;
 
-use crate::modes::{self, ScratchFile, Zoo};
+use leak_zoo::modes::{self, ScratchFile, Zoo};
 
 /// Options of `leak-zoo serve`.
 #[derive(Debug, clap::Args)]

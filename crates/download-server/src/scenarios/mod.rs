@@ -23,6 +23,8 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, Response};
 pub use leakscope_load::Pattern;
 use serde::Serialize;
+/// How many sessions the fixed session map keeps (its moka cache's capacity).
+pub use session_map::CAPACITY as SESSION_CAPACITY;
 
 use crate::body::Body;
 use crate::response::{internal_error, path_error};
