@@ -29,7 +29,9 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Mutex, MutexGuard};
 
 /// Frames kept per allocation: enough to pass the unwinder, this hook (deep
@@ -70,6 +72,37 @@ impl Hasher for PtrHasher {
 type Shard = Mutex<Option<HashMap<usize, Record, BuildHasherDefault<PtrHasher>>>>;
 
 static TABLE: [Shard; SHARDS] = [const { Mutex::new(None) }; SHARDS];
+
+/// Running totals per group, found without a lookup: a group's id carries
+/// its slot in its low bits. The last slot is never owned: a group made
+/// while all others are taken has no totals ([`Group::totals`] is `None`).
+const SLOT_BITS: u32 = 10;
+const SLOTS: usize = 1 << SLOT_BITS;
+const NO_SLOT: usize = SLOTS - 1;
+
+struct Totals {
+    /// The group that owns the slot, 0 when free.
+    owner: AtomicU32,
+    live: AtomicI64,
+    peak: AtomicI64,
+    allocated: AtomicU64,
+}
+
+static TOTALS: [Totals; SLOTS] = [const {
+    Totals {
+        owner: AtomicU32::new(0),
+        live: AtomicI64::new(0),
+        peak: AtomicI64::new(0),
+        allocated: AtomicU64::new(0),
+    }
+}; SLOTS];
+
+/// The totals of `group`, unless its slot has passed to another group.
+fn totals_of(group: u32) -> Option<&'static Totals> {
+    let slot = group as usize & (SLOTS - 1);
+    let t = &TOTALS[slot];
+    (slot != NO_SLOT && t.owner.load(Relaxed) == group).then_some(t)
+}
 static RECORDED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_GROUP: AtomicU32 = AtomicU32::new(1);
 static HOOKED: AtomicBool = AtomicBool::new(false);
@@ -129,7 +162,20 @@ pub fn mark_hooked() {
     }
 }
 
-fn record(ptr: usize, size: usize, group: u32, frames: Option<([usize; FRAMES], u8)>) {
+/// Records a live allocation; `allocated` is how many of its bytes are
+/// new (all of them, or a resize's growth).
+fn record(
+    ptr: usize,
+    size: usize,
+    allocated: usize,
+    group: u32,
+    frames: Option<([usize; FRAMES], u8)>,
+) {
+    if let Some(t) = totals_of(group) {
+        let live = t.live.fetch_add(size as i64, Relaxed) + size as i64;
+        t.peak.fetch_max(live, Relaxed);
+        t.allocated.fetch_add(allocated as u64, Relaxed);
+    }
     let (frames, depth) = frames.unwrap_or_else(capture);
     let rec = Record {
         group,
@@ -150,6 +196,9 @@ fn forget(ptr: usize) -> Option<Record> {
     let mut s = shard(ptr);
     let rec = s.as_mut()?.remove(&ptr)?;
     RECORDED.fetch_sub(1, Relaxed);
+    if let Some(t) = totals_of(rec.group) {
+        t.live.fetch_sub(rec.size as i64, Relaxed);
+    }
     Some(rec)
 }
 
@@ -174,7 +223,7 @@ fn capture() -> ([usize; FRAMES], u8) {
 pub fn on_alloc(ptr: *mut u8, size: usize) {
     let group = current_group();
     if group != 0 && !ptr.is_null() {
-        guarded(|| record(ptr as usize, size, group, None));
+        guarded(|| record(ptr as usize, size, size, group, None));
     }
 }
 
@@ -198,7 +247,13 @@ pub fn on_realloc(old: *mut u8, new: *mut u8, size: usize) {
     guarded(|| {
         if let Some(rec) = forget(old as usize) {
             let stack = (size <= rec.size).then_some((rec.frames, rec.depth));
-            record(new as usize, size, rec.group, stack);
+            record(
+                new as usize,
+                size,
+                size.saturating_sub(rec.size),
+                rec.group,
+                stack,
+            );
         }
     });
 }
@@ -208,9 +263,36 @@ pub fn on_realloc(old: *mut u8, new: *mut u8, size: usize) {
 pub struct Group(u32);
 
 impl Group {
-    /// A new, empty group.
+    /// A new, empty group, with a slot for its totals when one is free.
     pub fn new() -> Self {
-        Group(NEXT_GROUP.fetch_add(1, Relaxed).max(1))
+        let generation = NEXT_GROUP.fetch_add(1, Relaxed).max(1) << SLOT_BITS;
+        for (slot, t) in TOTALS.iter().enumerate().take(NO_SLOT) {
+            let id = generation | slot as u32;
+            if t.owner.compare_exchange(0, id, Relaxed, Relaxed).is_ok() {
+                return Group(id);
+            }
+        }
+        Group(generation | NO_SLOT as u32)
+    }
+
+    /// The group's running totals: live bytes, the most it held at once
+    /// since the last [`Group::reset_peak`], and all bytes it ever
+    /// allocated (dhat's `curr_bytes`, `max_bytes` and `total_bytes`).
+    /// `None` when more groups than slots existed at once.
+    pub fn totals(&self) -> Option<GroupTotals> {
+        let t = totals_of(self.0)?;
+        Some(GroupTotals {
+            live: t.live.load(Relaxed).max(0) as u64,
+            peak: t.peak.load(Relaxed).max(0) as u64,
+            allocated: t.allocated.load(Relaxed),
+        })
+    }
+
+    /// Starts a new peak from what the group holds now.
+    pub fn reset_peak(&self) {
+        if let Some(t) = totals_of(self.0) {
+            t.peak.store(t.live.load(Relaxed), Relaxed);
+        }
     }
 
     /// Puts the calling thread in this group until the returned guard is
@@ -272,6 +354,12 @@ impl Default for Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        if let Some(t) = totals_of(self.0) {
+            t.live.store(0, Relaxed);
+            t.peak.store(0, Relaxed);
+            t.allocated.store(0, Relaxed);
+            t.owner.store(0, Relaxed);
+        }
         let _ = guarded(|| {
             for s in &TABLE {
                 let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,6 +383,17 @@ impl Drop for Entered {
     fn drop(&mut self) {
         let _ = CURRENT.try_with(|c| c.set(self.before));
     }
+}
+
+/// A group's running totals, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupTotals {
+    /// Held now.
+    pub live: u64,
+    /// The most held at once since the last [`Group::reset_peak`].
+    pub peak: u64,
+    /// Allocated in all, freed or not.
+    pub allocated: u64,
 }
 
 /// Totals of what a group holds.

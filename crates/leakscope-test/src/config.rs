@@ -13,6 +13,8 @@ pub struct Config {
     pub(crate) ignore_paths: Vec<glob::Pattern>,
     pub(crate) bad_patterns: Vec<String>,
     pub(crate) heap_tolerance: u64,
+    pub(crate) limit_peak: Option<u64>,
+    pub(crate) limit_allocated: Option<u64>,
     pub(crate) warmup: u32,
     pub(crate) iterations: u32,
     pub(crate) settle: Option<Duration>,
@@ -56,6 +58,24 @@ impl Config {
     /// Heap growth tolerated per measured iteration, in bytes.
     pub fn heap_tolerance(mut self, bytes: u64) -> Self {
         self.heap_tolerance = bytes;
+        self
+    }
+
+    /// Fails the test when its threads hold more than `bytes` of heap at
+    /// once during a measured run, above what they held when the run
+    /// began: pytest-memray's `limit_memory`, dhat's `max_bytes`. For
+    /// memory held only while a request is in flight (a whole file
+    /// buffered, an unbounded queue), which no leak check can see.
+    pub fn limit_peak(mut self, bytes: u64) -> Self {
+        self.limit_peak = Some(bytes);
+        self
+    }
+
+    /// Fails the test when its threads allocate more than `bytes` in a
+    /// measured run, freed or not: dhat's `total_bytes`. For allocation
+    /// churn (a fresh buffer per chunk) that holds little at any moment.
+    pub fn limit_allocated(mut self, bytes: u64) -> Self {
+        self.limit_allocated = Some(bytes);
         self
     }
 

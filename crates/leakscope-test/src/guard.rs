@@ -178,6 +178,9 @@ impl Guard {
                 .collect(),
             heap_fail: false,
             heap_tolerance: self.config.heap_tolerance,
+            // The guard sees no runs begin or end.
+            peak: None,
+            allocated: None,
             iterations: 1,
             warmup: 0,
             blind,

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use leakscope_allocgroup::Group;
+use leakscope_allocgroup::{Group, GroupTotals};
+
+use crate::report::Budget;
 
 use crate::frames::{self, Frame};
 use crate::Config;
@@ -190,5 +192,49 @@ fn site_of(frames: &[Frame]) -> (String, String) {
             let function = f.map(|f| f.function.clone()).unwrap_or_else(|| "??".into());
             (function.clone(), function)
         }
+    }
+}
+
+/// The most a measured run held at once and allocated, from the group's
+/// running totals; `None` where they are not kept (no hooked allocator,
+/// or more groups at once than slots).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Usage {
+    peak: Option<u64>,
+    allocated: Option<u64>,
+}
+
+impl Usage {
+    /// Starts a run: the peak restarts from what is held now.
+    pub(crate) fn begin(&self, group: &Group) -> Option<GroupTotals> {
+        group.reset_peak();
+        group.totals()
+    }
+
+    pub(crate) fn end(&mut self, group: &Group, start: Option<GroupTotals>) {
+        let (Some(start), Some(end)) = (start, group.totals()) else {
+            return;
+        };
+        if !leakscope_allocgroup::hooked() {
+            return;
+        }
+        let peak = end.peak.saturating_sub(start.live);
+        let allocated = end.allocated.saturating_sub(start.allocated);
+        self.peak = Some(self.peak.unwrap_or(0).max(peak));
+        self.allocated = Some(self.allocated.unwrap_or(0).max(allocated));
+    }
+
+    pub(crate) fn peak_budget(&self, config: &Config) -> Option<Budget> {
+        Some(Budget {
+            limit: config.limit_peak?,
+            used: self.peak?,
+        })
+    }
+
+    pub(crate) fn allocated_budget(&self, config: &Config) -> Option<Budget> {
+        Some(Budget {
+            limit: config.limit_allocated?,
+            used: self.allocated?,
+        })
     }
 }

@@ -43,7 +43,7 @@ use tokio::runtime::Runtime;
 pub use config::Config;
 pub use guard::Guard;
 pub use leakscope_test_macros::test;
-pub use report::{bytes, HeapSite, LeakedTasks, OpenFd, Parked, Report};
+pub use report::{bytes, Budget, HeapSite, LeakedTasks, OpenFd, Parked, Report};
 
 /// The runtime flavor, as `#[tokio::test(flavor = ...)]` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +153,11 @@ where
     let base = Snapshot::take(&rt, &log, &group);
     // The heap after each run but the last, whose state is the settled one.
     let mut runs = Vec::new();
+    let mut usage = heap::Usage::default();
     for i in 0..config.measured_iterations() {
+        let start = usage.begin(&group);
         run_body(&rt, &group, &body);
+        usage.end(&group, start);
         if i + 1 < config.measured_iterations() {
             runs.push(leakscope_allocgroup::outside(|| heap::state(&group)));
         }
@@ -164,6 +167,7 @@ where
     let measured = Measured {
         base: &base,
         runs: &runs,
+        usage,
         now: &now,
         checks,
         waited,
@@ -303,6 +307,7 @@ fn judges_fds(config: &Config, running: &fds::Running) -> bool {
 struct Measured<'a> {
     base: &'a Snapshot,
     runs: &'a [heap::HeapState],
+    usage: heap::Usage,
     now: &'a Snapshot,
     checks: u32,
     waited: Duration,
@@ -341,6 +346,8 @@ fn assemble(
         heap: Vec::new(),
         heap_fail: config.warmup > 0,
         heap_tolerance: config.heap_tolerance,
+        peak: m.usage.peak_budget(config),
+        allocated: m.usage.allocated_budget(config),
         iterations,
         warmup: config.warmup,
         blind: blind(),
@@ -352,6 +359,15 @@ fn assemble(
         .chain(m.runs)
         .chain(std::iter::once(&now.heap))
         .collect();
+    if (config.limit_peak.is_some() && report.peak.is_none())
+        || (config.limit_allocated.is_some() && report.allocated.is_none())
+    {
+        report.blind.push(
+            "heap limits: no running totals for this test's allocation group \
+             (no hooked allocator, or over 1,000 groups at once)"
+                .to_string(),
+        );
+    }
     let heap = leakscope_allocgroup::outside(|| heap::growth(&states, config));
     if heap.unowned > 0 {
         report.blind.push(format!(

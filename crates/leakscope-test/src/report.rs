@@ -74,6 +74,12 @@ pub struct Report {
     /// Whether the heap fails the test (a warm-up was run).
     pub heap_fail: bool,
     pub heap_tolerance: u64,
+    /// The most heap the test held at once in a measured run, above what
+    /// the run began with, against `limit_peak` (when set).
+    pub peak: Option<Budget>,
+    /// Bytes the test allocated in a measured run, the most of any run,
+    /// against `limit_allocated` (when set).
+    pub allocated: Option<Budget>,
     pub iterations: u32,
     pub warmup: u32,
     /// What this test could not see, said once each.
@@ -91,6 +97,8 @@ impl Report {
             || self.registered_fds > 0
             || (self.fds_fail && !self.fds.is_empty())
             || (self.heap_fail && !self.heap.is_empty())
+            || self.peak.is_some_and(|b| b.exceeded())
+            || self.allocated.is_some_and(|b| b.exceeded())
             || !self.errors.is_empty()
     }
 
@@ -117,22 +125,37 @@ impl Report {
             let per: u64 = self.heap.iter().map(|h| h.bytes_per_iteration).sum();
             parts.push(format!("{} of heap per iteration", bytes(per)));
         }
-        if parts.is_empty() && !self.errors.is_empty() {
+        let mut over = Vec::new();
+        if let Some(b) = self.peak.filter(Budget::exceeded) {
+            over.push(format!(
+                "held {} at its peak, over its {} limit",
+                bytes(b.used),
+                bytes(b.limit)
+            ));
+        }
+        if let Some(b) = self.allocated.filter(Budget::exceeded) {
+            over.push(format!(
+                "allocated {} in a run, over its {} limit",
+                bytes(b.used),
+                bytes(b.limit)
+            ));
+        }
+        if parts.is_empty() && over.is_empty() && !self.errors.is_empty() {
             return format!("leakscope: test {} has bad options", self.test);
         }
-        if parts.is_empty() {
-            // Passing, with warnings: say so, or "left  behind" reads as a failure.
-            return format!(
-                "leakscope: test {} left nothing behind that fails it (checked {} times over {})",
-                self.test,
-                self.checks,
-                millis(self.waited)
-            );
+        let mut what = Vec::new();
+        if !parts.is_empty() {
+            what.push(format!("left {} behind", parts.join(", ")));
+        }
+        what.extend(over);
+        if what.is_empty() {
+            // Passing, with warnings: say so, or it reads as a failure.
+            what.push("left nothing behind that fails it".to_string());
         }
         format!(
-            "leakscope: test {} left {} behind (checked {} times over {})",
+            "leakscope: test {} {} (checked {} times over {})",
             self.test,
-            parts.join(", "),
+            what.join(" and "),
             self.checks,
             millis(self.waited)
         )
@@ -187,6 +210,7 @@ impl fmt::Display for Report {
         self.fmt_tasks(f)?;
         self.fmt_fds(f)?;
         self.fmt_heap(f)?;
+        self.fmt_budgets(f)?;
         if !self.blind.is_empty() {
             writeln!(f, "\nnot seen:")?;
             for b in &self.blind {
@@ -360,6 +384,48 @@ impl Report {
             writeln!(f, "  ... and {} more sites", self.heap.len() - 10)?;
         }
         Ok(())
+    }
+}
+
+impl Report {
+    fn fmt_budgets(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(b) = self.peak.filter(Budget::exceeded) {
+            writeln!(
+                f,
+                "\nheap peak: {} held at once in a run, above what the run began with; \
+                 the limit is {}",
+                bytes(b.used),
+                bytes(b.limit)
+            )?;
+            writeln!(f, "  to allow it: Config::new().limit_peak({})", b.used)?;
+        }
+        if let Some(b) = self.allocated.filter(Budget::exceeded) {
+            writeln!(
+                f,
+                "\nheap allocated: {} in a run, freed or not; the limit is {}",
+                bytes(b.used),
+                bytes(b.limit)
+            )?;
+            writeln!(
+                f,
+                "  to allow it: Config::new().limit_allocated({})",
+                b.used
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A heap budget a test set, and the most a measured run used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u64,
+    pub used: u64,
+}
+
+impl Budget {
+    pub fn exceeded(&self) -> bool {
+        self.used > self.limit
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leakscope_test::{HeapSite, LeakedTasks, OpenFd, Parked, Report};
+use leakscope_test::{Budget, HeapSite, LeakedTasks, OpenFd, Parked, Report};
 
 fn report() -> Report {
     Report {
@@ -53,6 +53,14 @@ fn report() -> Report {
         }],
         heap_fail: true,
         heap_tolerance: 0,
+        peak: Some(Budget {
+            limit: 4 << 20,
+            used: 8 << 20,
+        }),
+        allocated: Some(Budget {
+            limit: 64 << 20,
+            used: 1 << 20,
+        }),
         iterations: 10,
         warmup: 1,
         blind: vec!["where tasks are parked: leakscope-test built without `taskdump`".into()],
@@ -82,6 +90,7 @@ fn overlapping_tests_turn_process_fds_into_a_named_warning() {
     r.tasks.clear();
     r.registered_fds = 0;
     r.heap.clear();
+    r.peak = None;
     r.fds_fail = false;
     r.overlapped = (1..=7).map(|i| format!("sibling_{i}")).collect();
     assert!(!r.fails(), "{r}");

@@ -164,6 +164,54 @@ fn a_thread_locals_first_value_passes_and_its_growth_fails() {
     assert!(r.fails(), "{r}");
 }
 
+/// A whole buffer held while the request runs leaks nothing, yet is over a
+/// peak limit; churned chunks hold little at once, yet are over an
+/// allocation limit. Each limit sees only its own kind.
+#[test]
+fn heap_limits_catch_what_is_held_in_flight_or_churned() {
+    const MIB: u64 = 1 << 20;
+    let whole = || async {
+        let buf = std::hint::black_box(vec![1u8; 4 << 20]);
+        tokio::task::yield_now().await;
+        drop(buf);
+    };
+    let churn = || async {
+        for _ in 0..64 {
+            drop(std::hint::black_box(vec![2u8; 64 << 10]));
+            tokio::task::yield_now().await;
+        }
+    };
+    let cfg = Config::new().warmup(1);
+    let held = check(
+        &spec("whole", Flavor::MultiThread),
+        &cfg.clone().limit_peak(MIB),
+        whole,
+    );
+    assert!(held.fails(), "{held}");
+    let peak = held.peak.unwrap();
+    assert!((4 * MIB..5 * MIB).contains(&peak.used), "{held}");
+    assert!(held.heap.is_empty() && held.tasks.is_empty(), "{held}");
+    let roomy = check(
+        &spec("whole", Flavor::MultiThread),
+        &cfg.clone().limit_peak(8 * MIB),
+        whole,
+    );
+    assert!(!roomy.fails(), "{roomy}");
+
+    let churned = check(
+        &spec("churn", Flavor::MultiThread),
+        &cfg.clone().limit_peak(MIB).limit_allocated(MIB),
+        churn,
+    );
+    assert!(churned.fails(), "{churned}");
+    assert!(!churned.peak.unwrap().exceeded(), "{churned}");
+    assert!(churned.allocated.unwrap().used >= 4 * MIB, "{churned}");
+    assert!(
+        churned.to_string().contains("limit_allocated("),
+        "{churned}"
+    );
+}
+
 #[test]
 fn a_registered_socket_kept_past_the_test_fails_exactly() {
     static KEPT: Mutex<Vec<tokio::net::UdpSocket>> = Mutex::new(Vec::new());
