@@ -310,3 +310,28 @@ async fn the_guard_passes_a_clean_test() {
     assert_eq!(t.await.unwrap(), 2);
     guard.assert_clean().await;
 }
+
+/// What a build without `--cfg tokio_unstable` cannot see, it says, and
+/// still counts the task.
+#[test]
+fn the_build_says_what_it_cannot_see() {
+    let body = || async {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = rx.await;
+        });
+        std::mem::forget(tx);
+    };
+    let r = check(&spec("blind", Flavor::CurrentThread), &Config::new(), body);
+    assert!(r.fails(), "{r}");
+    let count: usize = r.tasks.iter().map(|t| t.count).sum();
+    assert_eq!(count, 3, "one per measured run: {r}");
+    let said = r.blind.iter().any(|b| b.contains("tokio_unstable"));
+    if cfg!(tokio_unstable) {
+        assert!(r.tasks.iter().all(|t| t.site.is_some()), "{r}");
+        assert!(!said, "{r}");
+    } else {
+        assert!(r.tasks.iter().all(|t| t.site.is_none()), "{r}");
+        assert!(said, "{r}");
+    }
+}
