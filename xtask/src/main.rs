@@ -122,6 +122,9 @@ const TEST_RUNS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// A step of `xtask test` that is code rather than a cargo command.
+type Step = fn() -> anyhow::Result<()>;
+
 /// Runs one step to its end; a step that cannot even start counts as failed.
 fn passes(mut cmd: Command) -> bool {
     cmd.status().map(|s| s.success()).unwrap_or_else(|e| {
@@ -142,7 +145,7 @@ fn test() -> ExitCode {
     }
     // leakscope-test: its fixture fails by design, so it is run here, 20
     // times; and the crate as most users build it, without tokio_unstable.
-    let steps: [(&str, fn() -> anyhow::Result<()>); 2] = [
+    let steps: [(&str, Step); 2] = [
         (
             "leakscope-test: the parallel fixture, 20 runs",
             guarded::parallel_fixture,
