@@ -234,9 +234,9 @@ impl Report {
                 None => writeln!(f, "  {} x (spawn site unknown)", t.count)?,
             }
             for p in &t.parked {
-                let mut line = format!("      {} parked in {}", p.count, p.leaf);
+                let mut line = format!("      {} parked in {}", p.count, closures(&p.leaf));
                 if let Some(own) = &p.own {
-                    let _ = write!(line, "\n        <- {own}");
+                    let _ = write!(line, "\n        <- {}", closures(own));
                 }
                 writeln!(f, "{line}")?;
             }
@@ -376,7 +376,7 @@ impl Report {
                 "  {:>10} per iteration at {} in {}",
                 bytes(h.bytes_per_iteration),
                 h.site,
-                h.function
+                closures(&h.function)
             )?;
             writeln!(f, "      ignore: Config::new().ignore_site({:?})", h.site)?;
         }
@@ -427,6 +427,18 @@ impl Budget {
     pub fn exceeded(&self) -> bool {
         self.used > self.limit
     }
+}
+
+/// `f::{{closure}}::{{closure}}::{{closure}}` → `f::{{closure}}`: an async
+/// fn's nested closures say nothing the line number does not.
+fn closures(function: &str) -> String {
+    const C: &str = "::{{closure}}";
+    let mut out = function.to_string();
+    let twice = format!("{C}{C}");
+    while out.contains(&twice) {
+        out = out.replace(&twice, C);
+    }
+    out
 }
 
 /// The pattern that would ignore fds like `target`: its directory for a

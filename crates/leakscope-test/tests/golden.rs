@@ -136,3 +136,11 @@ fn many_fds_are_grouped_by_target_and_the_rest_counted_by_kind() {
     assert!(text.contains("ignore_path(\"pipe:*\")"), "{text}");
     assert_eq!(text.matches("pipe:[").count(), 9, "{text}");
 }
+
+#[test]
+fn nested_async_closures_read_as_one() {
+    let mut r = report();
+    r.heap[0].function = "svc::handler::{{closure}}::{{closure}}::{{closure}}".into();
+    let text = r.to_string();
+    assert!(text.contains("in svc::handler::{{closure}}\n"), "{text}");
+}
