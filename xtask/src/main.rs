@@ -221,8 +221,12 @@ fn bench(args: &BenchArgs) -> ExitCode {
         }
     }
     if wanted(BenchKind::Criterion) {
+        // Per package, not --workspace: cargo unifies features across what
+        // it builds at once, and the download server's and the zoo's tests
+        // turn on the agent's `alloc-groups`, which the allocator benchmark
+        // must not measure.
         ok &= match Command::new(workspace::cargo())
-            .args(["bench", "--workspace"])
+            .args(["bench", "-p", "leakscope-agent"])
             .args(&args.cargo_args)
             .status()
         {
