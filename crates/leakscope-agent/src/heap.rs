@@ -1,52 +1,11 @@
 //! Heap figures and profiles from whichever allocator the build installed.
 
-use serde::Serialize;
-
 #[cfg(not(any(feature = "jemalloc", feature = "dhat-heap")))]
 use crate::AgentError;
 
-/// A snapshot of the allocator's counters.
-///
-/// Fields a given allocator cannot supply are `None` (JSON `null`) rather
-/// than zero, so a client never mistakes "unknown" for "nothing".
-#[derive(Debug, Clone, Serialize)]
-pub struct HeapStats {
-    /// "jemalloc", "dhat" or "system".
-    pub allocator: &'static str,
-    /// Bytes in live allocations: the figure a leak grows.
-    pub allocated: Option<u64>,
-    /// Bytes in active pages (allocated plus fragmentation inside them).
-    pub active: Option<u64>,
-    /// Bytes physically resident in the allocator's mappings. resident −
-    /// allocated is memory the allocator holds, not a leak.
-    pub resident: Option<u64>,
-    /// Bytes mapped by the allocator.
-    pub mapped: Option<u64>,
-    /// Bytes retained: unmapped-but-reserved virtual memory kept for reuse.
-    pub retained: Option<u64>,
-    /// Allocator metadata bytes.
-    pub metadata: Option<u64>,
-    /// Allocations since start (cumulative, so rate = Δ / Δt; a reallocation
-    /// counts as one allocation and one deallocation). With jemalloc each
-    /// running thread may hold back up to 63 events and 256 KiB not yet
-    /// published; nothing is lost.
-    pub allocations_total: Option<u64>,
-    /// Deallocations since start (same lag).
-    pub deallocations_total: Option<u64>,
-    /// Bytes requested by all allocations since start (cumulative): the
-    /// allocation *rate* in bytes, which churn grows even when nothing leaks.
-    pub allocated_bytes_total: Option<u64>,
-    /// Bytes requested and not yet freed. Unlike `allocated` it excludes
-    /// size-class rounding and thread-cache slack, so it moves only when the
-    /// program's own allocations do (within the per-thread publishing lag).
-    pub requested_live_bytes: Option<u64>,
-    /// Live allocation count where the allocator knows it exactly (dhat).
-    pub live_allocations: Option<u64>,
-    /// Peak of `allocated` (dhat only).
-    pub peak_allocated: Option<u64>,
-    /// Heap profile sampling interval in bytes, when heap profiling is on.
-    pub sample_interval_bytes: Option<u64>,
-}
+/// The allocator's counters, as `/debug/heap/stats` serves them: the
+/// type is the wire crate's, so the sidecar decodes what is encoded here.
+pub use leakscope_wire::HeapStats;
 
 #[cfg(feature = "jemalloc")]
 mod imp {
@@ -66,7 +25,7 @@ mod imp {
         };
         let (allocs, frees, alloc_bytes, free_bytes) = crate::allocator::counting::totals();
         Ok(HeapStats {
-            allocator: "jemalloc",
+            allocator: leakscope_wire::Allocator::Jemalloc,
             allocated: size(stats::allocated::read(), "stats.allocated")?,
             active: size(stats::active::read(), "stats.active")?,
             resident: size(stats::resident::read(), "stats.resident")?,
@@ -208,7 +167,7 @@ mod imp {
         }
         let s = dhat::HeapStats::get();
         Ok(HeapStats {
-            allocator: "dhat",
+            allocator: leakscope_wire::Allocator::Dhat,
             allocated: Some(s.curr_bytes as u64),
             active: None,
             resident: None,
@@ -239,7 +198,7 @@ pub use imp::stats;
 #[cfg(not(any(feature = "jemalloc", feature = "dhat-heap")))]
 pub fn stats() -> Result<HeapStats, AgentError> {
     Err(AgentError::FeatureOff {
-        endpoint: "/debug/heap/stats",
+        endpoint: leakscope_wire::Endpoint::HeapStats.path(),
         feature: "jemalloc` or `dhat-heap",
     })
 }

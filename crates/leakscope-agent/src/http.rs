@@ -14,6 +14,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::AgentError;
+use leakscope_wire::Endpoint;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -208,48 +209,38 @@ async fn route(state: &State, method: &Method, uri: &http::Uri, headers: &http::
             format!("{} is not served: {why}", uri.path()),
         );
     }
-    let known = matches!(
-        path,
-        "/metrics"
-            | "/debug"
-            | "/debug/heap/stats"
-            | "/debug/pprof/heap"
-            | "/debug/pprof/profile"
-            | "/debug/tasks"
-            | "/debug/tasks/dump"
-    );
-    if !known {
+    let Some(endpoint) = Endpoint::from_path(path) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("no endpoint {}; GET /debug lists them", uri.path()),
         );
-    }
+    };
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    match path {
-        "/metrics" => metrics(uri, headers),
-        "/debug" => match query(uri, &[]) {
+    match endpoint {
+        Endpoint::Metrics => metrics(uri, headers),
+        Endpoint::Index => match query(uri, &[]) {
             Err(r) => r.into(),
             Ok(_) => json(&index(state)),
         },
-        "/debug/heap/stats" => match query(uri, &[]) {
+        Endpoint::HeapStats => match query(uri, &[]) {
             Err(r) => r.into(),
             Ok(_) => match crate::heap::stats() {
                 Ok(s) => json(&s),
                 Err(e) => error(e),
             },
         },
-        "/debug/tasks" => match query(uri, &[]) {
+        Endpoint::Tasks => match query(uri, &[]) {
             Err(r) => r.into(),
             Ok(_) => json(&crate::runtime::stats(&state.runtime)),
         },
-        "/debug/tasks/dump" => task_dump(state, uri).await,
-        "/debug/pprof/heap" => heap_profile(state, uri).await,
-        _ => cpu_profile(uri).await,
+        Endpoint::TaskDump => task_dump(state, uri).await,
+        Endpoint::HeapProfile => heap_profile(state, uri).await,
+        Endpoint::CpuProfile => cpu_profile(uri).await,
     }
 }
 
@@ -281,7 +272,7 @@ struct Index {
     allocator: &'static str,
     baked_malloc_conf: Option<&'static str>,
     features: Features,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<IndexEntry>,
     dhat_file: Option<String>,
 }
 
@@ -298,7 +289,7 @@ struct Features {
 }
 
 #[derive(Serialize)]
-struct Endpoint {
+struct IndexEntry {
     path: &'static str,
     available: bool,
     what: &'static str,
@@ -329,36 +320,36 @@ fn index(state: &State) -> Index {
             task_hooks: crate::tasks::installed(),
         },
         endpoints: vec![
-            Endpoint {
-                path: "/metrics",
+            IndexEntry {
+                path: Endpoint::Metrics.path(),
                 available: true,
                 what: "process, allocator and task metrics (OpenMetrics when asked, else \
                        Prometheus text)",
             },
-            Endpoint {
-                path: "/debug/heap/stats",
+            IndexEntry {
+                path: Endpoint::HeapStats.path(),
                 available: jemalloc || dhat,
                 what: "allocator counters (JSON)",
             },
-            Endpoint {
-                path: "/debug/pprof/heap",
+            IndexEntry {
+                path: Endpoint::HeapProfile.path(),
                 available: jemalloc,
                 what: "sampled heap profile, gzipped pprof; ?format=svg for a flamegraph",
             },
-            Endpoint {
-                path: "/debug/pprof/profile",
+            IndexEntry {
+                path: Endpoint::CpuProfile.path(),
                 available: cfg!(feature = "cpu"),
                 what: "CPU profile, gzipped pprof; ?seconds=N&hz=H&format=pprof|svg",
             },
-            Endpoint {
-                path: "/debug/tasks",
+            IndexEntry {
+                path: Endpoint::Tasks.path(),
                 available: true,
                 what:
                     "tokio runtime metrics of the host runtime, and live tasks by spawn site when \
                        the runtime has the agent's task hooks (JSON)",
             },
-            Endpoint {
-                path: "/debug/tasks/dump",
+            IndexEntry {
+                path: Endpoint::TaskDump.path(),
                 available: cfg!(feature = "taskdump"),
                 what: "every task's parked stack, grouped by spawn site; ?seconds=N (deadline, \
                        default 10)&format=json|text; on a multi-thread runtime only when allowed \
@@ -419,7 +410,7 @@ async fn task_dump(state: &State, uri: &http::Uri) -> Resp {
     {
         let _ = (state, seconds, as_text);
         error(AgentError::FeatureOff {
-            endpoint: "/debug/tasks/dump",
+            endpoint: Endpoint::TaskDump.path(),
             feature: "taskdump",
         })
     }
@@ -427,7 +418,7 @@ async fn task_dump(state: &State, uri: &http::Uri) -> Resp {
 
 /// The dump for a terminal: one paragraph per group.
 #[cfg(feature = "taskdump")]
-fn render_dump(d: &leakscope_rundir::TaskDump) -> String {
+fn render_dump(d: &leakscope_wire::TaskDump) -> String {
     use std::fmt::Write;
     let mut out = format!(
         "{} tasks traced in {} ms, symbolized in {} ms\n",
@@ -495,7 +486,7 @@ async fn heap_profile(state: &State, uri: &http::Uri) -> Resp {
     {
         let _ = fmt;
         let mut msg = AgentError::FeatureOff {
-            endpoint: "/debug/pprof/heap",
+            endpoint: Endpoint::HeapProfile.path(),
             feature: "jemalloc",
         }
         .to_string();
@@ -569,7 +560,7 @@ async fn cpu_profile(uri: &http::Uri) -> Resp {
     {
         let _ = (fmt, seconds, hz, Duration::ZERO);
         error(AgentError::FeatureOff {
-            endpoint: "/debug/pprof/profile",
+            endpoint: Endpoint::CpuProfile.path(),
             feature: "cpu",
         })
     }

@@ -30,7 +30,7 @@
 mod allocator;
 /// Where dhat mode writes its file by default: the name a leakscope run
 /// directory gives it, so a file written there is where the analysis looks.
-pub const DHAT_FILE: &str = leakscope_rundir::DHAT_FILE;
+pub const DHAT_FILE: &str = leakscope_wire::DHAT_FILE;
 /// The README's "agent in your service" lines, compiled as a doctest so the
 /// first thing a user copies cannot drift from this API.
 #[cfg(doctest)]

@@ -30,7 +30,7 @@
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use leakscope_rundir::{TaskSite, TaskSites};
+use leakscope_wire::{TaskSite, TaskSites};
 
 #[cfg(feature = "taskdump")]
 mod dump;

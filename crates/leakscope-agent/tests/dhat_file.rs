@@ -22,7 +22,7 @@ fn keep_alive_at_exit_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dhat_file_holds_the_site_live_at_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let path = leakscope_rundir::RunFile::DhatHeap.path(dir.path());
+    let path = dir.path().join(leakscope_wire::DHAT_FILE);
     let agent = leakscope_agent::Agent::builder()
         .listen(Some("127.0.0.1:0".parse().unwrap()))
         .dhat_file(&path)

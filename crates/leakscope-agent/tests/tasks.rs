@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use leakscope_rundir::TaskSites;
+use leakscope_wire::TaskSites;
 
-fn site<'a>(s: &'a TaskSites, file_line: &str) -> Option<&'a leakscope_rundir::TaskSite> {
+fn site<'a>(s: &'a TaskSites, file_line: &str) -> Option<&'a leakscope_wire::TaskSite> {
     s.sites.iter().find(|x| x.location.contains(file_line))
 }
 

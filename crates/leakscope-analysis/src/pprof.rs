@@ -81,28 +81,20 @@ const MACHINERY: &[&str] = &[
     "clone",
 ];
 
-/// Where code that is not the target's lives: the toolchain's sources
-/// (`/rustc/HASH/library/…`), downloaded crates (cargo's registry and git
-/// checkouts), C code built by build scripts (jemalloc), and
-/// leakscope-agent itself (its profile dumps allocate).
-const FOREIGN_PATHS: &[&str] = &[
-    "/rustc/",
-    "/leakscope-agent/src/",
-    "/.cargo/registry/",
-    "/.cargo/git/",
-    "/build/",
-    "/library/std/",
-    "/library/core/",
-    "/library/alloc/",
-];
+/// leakscope-agent's own source: its profile dumps allocate, and that is
+/// the agent's cost, not the service's code. The rest of "whose code is
+/// this" is the one rule in `leakscope_wire::code`.
+const AGENT_PATH: &str = "/leakscope-agent/src/";
 
 /// Index of the first frame (leaf first) in the target's own code: the
-/// first whose file is not the toolchain's, a dependency's or a build
-/// script's, and whose name is not allocator or runtime machinery.
+/// first whose file is the service's own (`leakscope_wire::code`), and
+/// whose name is not allocator or runtime machinery.
 pub fn own_frame(stack: &[Frame]) -> Option<usize> {
     stack.iter().position(|f| {
         let name = f.function.trim_start_matches('<');
-        let foreign_file = FOREIGN_PATHS.iter().any(|p| f.file.contains(p));
+        // A frame with no file (no debuginfo) is judged by its name alone.
+        let foreign_file = !f.file.is_empty()
+            && (!leakscope_wire::code::is_own_path(&f.file) || f.file.contains(AGENT_PATH));
         let machinery = MACHINERY.iter().any(|m| name.starts_with(m))
             || leakscope_pprof::machinery(&f.function, &f.file).is_some();
         !f.function.is_empty() && !f.function.starts_with("0x") && !foreign_file && !machinery

@@ -34,7 +34,6 @@ mod human;
 mod meta;
 mod reader;
 mod sample;
-mod tasks;
 mod writer;
 
 pub use decimate::MAX_SAMPLES;
@@ -42,7 +41,21 @@ pub use human::UnixMs;
 pub use meta::{Host, Limits, Meta, SourceInfo, SourceName, TargetEnd};
 pub use reader::{read_task_dump, Run, Warning};
 pub use sample::{HeapSample, LoadSample, ProcSample, Sample, SourceError, TaskSample, TaskSource};
-pub use tasks::{ParkedGroup, StackFrame, TaskDump, TaskSite, TaskSites};
+/// The label keys and values the analysis, the report, the fleet and xtask
+/// agree on: said once, here, with the metadata that carries them.
+pub mod labels {
+    /// Runs of one scenario are compared with each other.
+    pub const SCENARIO: &str = "scenario";
+    /// Which variant of the scenario a run is.
+    pub const VARIANT: &str = "variant";
+    /// The variant with the bug; the report puts it first.
+    pub const LEAKY: &str = "leaky";
+    /// The variant with the fix.
+    pub const FIXED: &str = "fixed";
+}
+
+/// The agent's task answers, kept in a run directory as the agent served them.
+pub use leakscope_wire::{ParkedGroup, StackFrame, TaskDump, TaskSite, TaskSites};
 pub use writer::{RunWriter, SEAL_EVERY};
 
 /// The schema this build writes, and the newest it reads.
@@ -91,7 +104,7 @@ impl RunFile {
             RunFile::SealedSamples => "samples.jsonl.gz",
             RunFile::Profiles => "profiles",
             RunFile::TargetLog => "target.log",
-            RunFile::DhatHeap => "dhat-heap.json",
+            RunFile::DhatHeap => leakscope_wire::DHAT_FILE,
             RunFile::TaskDump => "tasks-dump.json",
         }
     }

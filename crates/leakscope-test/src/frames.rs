@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use leakscope_wire::code;
+
 /// One symbolized frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Frame {
@@ -49,21 +51,12 @@ fn is_machinery(function: &str) -> bool {
     PREFIXES.iter().any(|p| f.starts_with(p))
 }
 
-/// Source outside the toolchain and the dependency caches: the workspace's
-/// own crates, wherever the workspace lives (a project under `/build/` is
-/// still a project).
+/// The project's own code by the one rule (`leakscope_wire::code`), and
+/// inside this workspace: a test's own code is its workspace's, so a path
+/// crate outside it is a dependency here.
 fn is_own(file: &Path) -> bool {
-    let s = file.to_string_lossy();
-    let foreign = [
-        "/rustc/",
-        "/.cargo/registry/",
-        "/.cargo/git/",
-        "/library/std/",
-        "/library/core/",
-        "/library/alloc/",
-        "/.rustup/toolchains/",
-    ];
-    !foreign.iter().any(|f| s.contains(f)) && (file.is_relative() || file.starts_with(workspace()))
+    leakscope_wire::code::is_own_path(&file.to_string_lossy())
+        && (file.is_relative() || file.starts_with(workspace()))
 }
 
 /// The workspace root: the nearest ancestor of the package with a
@@ -90,16 +83,6 @@ fn relative(file: &Path) -> String {
         .to_string()
 }
 
-/// `path::to::f::h0123456789abcdef` → `path::to::f`.
-pub(crate) fn strip_hash(name: &str) -> String {
-    match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            head.to_string()
-        }
-        _ => name.to_string(),
-    }
-}
-
 /// Symbolizes raw instruction pointers, innermost first, inlined frames
 /// included.
 pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
@@ -111,7 +94,7 @@ pub(crate) fn resolve(ips: &[usize]) -> Vec<Frame> {
         backtrace::resolve(addr as *mut std::ffi::c_void, |s| {
             let function = s
                 .name()
-                .map(|n| strip_hash(&n.to_string()))
+                .map(|n| code::strip_hash(&n.to_string()).to_string())
                 .unwrap_or_else(|| "??".into());
             out.push(Frame::new(function, s.filename(), s.lineno()));
         });
@@ -129,23 +112,13 @@ pub(crate) fn of_dump(bt: &tokio::runtime::dump::Backtrace) -> Vec<Frame> {
         .map(|s| {
             let function = s
                 .name_demangled()
-                .map(strip_hash)
+                .map(|n| code::strip_hash(n).to_string())
                 .unwrap_or_else(|| "??".into());
             Frame::new(function, s.filename(), s.lineno())
         })
         .collect();
-    let start = frames
-        .iter()
-        .rposition(|f| f.function.contains("trace_leaf"))
-        .map_or(0, |i| i + 1);
-    let end = frames[start..]
-        .iter()
-        .position(|f| {
-            f.function.contains("tokio::runtime::task::trace::Root")
-                || f.function.starts_with("tokio::runtime::task::")
-        })
-        .map_or(frames.len(), |i| start + i);
-    frames[start..end].to_vec()
+    let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+    frames[code::task_chain(&names)].to_vec()
 }
 
 #[cfg(test)]
@@ -173,11 +146,5 @@ mod tests {
         let under_build = workspace().join("build/src/main.rs");
         assert!(is_own(&under_build));
         assert!(!is_own(Path::new("/elsewhere/src/main.rs")) || workspace() == Path::new(""));
-    }
-
-    #[test]
-    fn hashes_are_stripped_and_only_hashes() {
-        assert_eq!(strip_hash("a::b::h0123456789abcdef"), "a::b");
-        assert_eq!(strip_hash("a::b::hello"), "a::b::hello");
     }
 }

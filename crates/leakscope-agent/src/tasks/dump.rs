@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leakscope_rundir::{ParkedGroup, StackFrame, TaskDump};
+use leakscope_wire::{code, ParkedGroup, StackFrame, TaskDump};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::AgentError;
@@ -96,7 +96,8 @@ fn group(dumped: &tokio::runtime::dump::Dump) -> Vec<ParkedGroup> {
     groups
 }
 
-/// The frames between tokio's leaf hook and the task's root, leaf first.
+/// The frames between tokio's leaf hook and the task's root, leaf first
+/// (`leakscope_wire::code::task_chain`, shared with leakscope-test).
 fn stack_of(bt: &tokio::runtime::dump::Backtrace) -> Vec<StackFrame> {
     let frames: Vec<StackFrame> = bt
         .frames()
@@ -104,51 +105,13 @@ fn stack_of(bt: &tokio::runtime::dump::Backtrace) -> Vec<StackFrame> {
         .map(|s| StackFrame {
             function: s
                 .name_demangled()
-                .map(strip_hash)
+                .map(|n| code::strip_hash(n).to_string())
                 .unwrap_or_else(|| "??".to_string()),
             location: s
                 .filename()
                 .map(|p| format!("{}:{}", p.display(), s.lineno().unwrap_or(0))),
         })
         .collect();
-    // Innermost come the unwinder and tokio's `trace_leaf`; the leaf
-    // future is the frame after the last of them.
-    let start = frames
-        .iter()
-        .rposition(|f| f.function.contains("trace_leaf"))
-        .map_or(0, |i| i + 1);
-    let end = frames[start..]
-        .iter()
-        .position(|f| is_task_root(&f.function))
-        .map_or(frames.len(), |i| start + i);
-    frames[start..end].to_vec()
-}
-
-/// Where the task's own future stops and tokio's task machinery begins.
-fn is_task_root(f: &str) -> bool {
-    f.contains("tokio::runtime::task::trace::Root")
-        || f.starts_with("tokio::runtime::task::core::")
-        || f.starts_with("tokio::runtime::task::harness::")
-}
-
-/// `path::to::f::h0123456789abcdef` → `path::to::f`.
-fn strip_hash(name: &str) -> String {
-    match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            head.to_string()
-        }
-        _ => name.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_stripped_and_only_hashes() {
-        assert_eq!(strip_hash("a::b::h0123456789abcdef"), "a::b");
-        assert_eq!(strip_hash("a::b::hello"), "a::b::hello");
-        assert_eq!(strip_hash("a::b"), "a::b");
-    }
+    let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+    frames[code::task_chain(&names)].to_vec()
 }

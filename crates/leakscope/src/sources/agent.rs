@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use leakscope_rundir::{HeapSample, TaskDump, TaskSample, TaskSites, TaskSource};
+use leakscope_rundir::{HeapSample, TaskDump, TaskSample, TaskSource};
+use leakscope_wire::{Endpoint, HeapStats, TasksAnswer};
 
 use super::http::{self, HttpClient, HttpError};
 
@@ -31,21 +32,16 @@ impl AgentSource {
     }
 
     pub async fn heap(&self) -> Result<HeapSample, HttpError> {
-        let url = format!("{}/debug/heap/stats", self.base);
+        let url = Endpoint::HeapStats.url(&self.base);
         let body = http::get(&self.client, &url, self.timeout).await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
-                url: url.clone(),
-                message: format!("not the agent's JSON: {e}"),
-            })?;
-        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        let s: HeapStats = decode(&url, &body)?;
         Ok(HeapSample {
-            allocated: n("allocated"),
-            resident: n("resident"),
-            active: n("active"),
-            allocations_total: n("allocations_total"),
-            allocated_bytes_total: n("allocated_bytes_total"),
-            requested_live_bytes: n("requested_live_bytes"),
+            allocated: s.allocated,
+            resident: s.resident,
+            active: s.active,
+            allocations_total: s.allocations_total,
+            allocated_bytes_total: s.allocated_bytes_total,
+            requested_live_bytes: s.requested_live_bytes,
         })
     }
 
@@ -56,19 +52,9 @@ impl AgentSource {
         if self.no_hooks.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let url = format!("{}/debug/tasks", self.base);
+        let url = Endpoint::Tasks.url(&self.base);
         let body = http::get(&self.client, &url, self.timeout).await?;
-        #[derive(serde::Deserialize)]
-        struct Tasks {
-            #[serde(default)]
-            hooks: Option<TaskSites>,
-            #[serde(default)]
-            console_retention_ms: Option<u64>,
-        }
-        let t: Tasks = serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
-            url: url.clone(),
-            message: format!("not the agent's JSON: {e}"),
-        })?;
+        let t: TasksAnswer = decode(&url, &body)?;
         self.no_hooks.store(t.hooks.is_none(), Ordering::Relaxed);
         let console_retention_ms = t.console_retention_ms;
         Ok(t.hooks.map(|h| TaskSample {
@@ -91,19 +77,16 @@ impl AgentSource {
     /// for the runtime (a blocked worker stalls a dump).
     pub async fn task_dump(&self, deadline: Duration) -> Result<TaskDump, HttpError> {
         let secs = deadline.as_secs().clamp(1, 60);
-        let url = format!("{}/debug/tasks/dump?seconds={secs}", self.base);
+        let url = format!("{}?seconds={secs}", Endpoint::TaskDump.url(&self.base));
         // Symbolizing thousands of stacks comes on top of the deadline.
         let body = http::get(&self.client, &url, Duration::from_secs(secs + 60)).await?;
-        serde_json::from_slice(&body).map_err(|e| HttpError::Failed {
-            url,
-            message: format!("not the agent's task dump: {e}"),
-        })
+        decode(&url, &body)
     }
 
     /// The heap profile, gzipped pprof, as the agent serves it. Dumping
     /// takes up to a few hundred ms the first time, so the deadline is longer.
     pub async fn heap_profile(&self) -> Result<bytes::Bytes, HttpError> {
-        let url = format!("{}/debug/pprof/heap", self.base);
+        let url = Endpoint::HeapProfile.url(&self.base);
         http::get(
             &self.client,
             &url,
@@ -111,4 +94,13 @@ impl AgentSource {
         )
         .await
     }
+}
+
+/// The agent's JSON as the wire type: a field the agent renamed or dropped
+/// is an error naming it, never a silent `null`.
+fn decode<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::Failed {
+        url: url.to_string(),
+        message: format!("not the agent's answer: {e}"),
+    })
 }

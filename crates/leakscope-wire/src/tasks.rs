@@ -1,6 +1,7 @@
-//! What leakscope-agent says about tasks, as it serves it and as the run
-//! directory keeps it: one set of types for the agent, the sidecar and the
-//! report, so the three cannot drift apart.
+//! What leakscope-agent says about tasks (`/debug/tasks`' hooks and
+//! `/debug/tasks/dump`), as it serves it and as the run directory keeps
+//! it: one set of types for the agent, the sidecar and the report, so the
+//! three cannot drift apart.
 
 use serde::{Deserialize, Serialize};
 
@@ -110,19 +111,15 @@ impl StackFrame {
     pub fn is_std(&self) -> bool {
         self.location
             .as_deref()
-            .is_some_and(|l| l.starts_with("/rustc/") || l.contains("/rustlib/src/"))
+            .is_some_and(crate::code::is_toolchain)
     }
 
     /// Whether the frame is the service's code rather than a dependency's,
-    /// the standard library's or the compiler's: dependencies live under
-    /// cargo's registry or git checkouts, std under `/rustc/`.
+    /// the standard library's or a build script's ([`crate::code`]).
     pub fn is_own_code(&self) -> bool {
-        match &self.location {
-            Some(l) => {
-                !(self.is_std() || l.contains("/.cargo/registry/") || l.contains("/.cargo/git/"))
-            }
-            None => false,
-        }
+        self.location
+            .as_deref()
+            .is_some_and(crate::code::is_own_path)
     }
 
     /// The last two path segments and where: `interval::Interval::poll_tick`
