@@ -1,4 +1,6 @@
-//! Each pattern against the real download server on loopback.
+//! The load driver's patterns against this server on loopback: here
+//! rather than in the driver's crate, so the driver does not depend on
+//! the server it drives.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
-use crate::spec::{ByteRange, Concurrency, Pattern};
+use leakscope_loadspec::{ByteRange, Concurrency, Pattern};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 

@@ -27,7 +27,8 @@
 //! ```
 
 mod driver;
-mod spec;
 
 pub use driver::{Counters, Counts, Load, Plan, PlanError, Summary};
-pub use spec::{ByteRange, Concurrency, Pattern, SpecError};
+/// The patterns and their spellings live in their own crate, so a
+/// scenario table can name its load without depending on the driver.
+pub use leakscope_loadspec::{ByteRange, Concurrency, Pattern, SpecError};

@@ -2,7 +2,7 @@
 //! command line, so any text gives a spec or a typed error, never a panic,
 //! and a spec that parses prints back to itself.
 
-use leakscope_load::{Concurrency, Pattern};
+use leakscope_loadspec::{Concurrency, Pattern};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, Response};
-pub use leakscope_load::Pattern;
+pub use leakscope_loadspec::Pattern;
 use serde::Serialize;
 /// How many sessions the fixed session map keeps (its moka cache's capacity).
 pub use session_map::CAPACITY as SESSION_CAPACITY;
@@ -223,6 +223,16 @@ pub fn listing() -> Vec<Listed> {
         })
         .collect()
 }
+
+/// Each scenario's row by name, for code that picks one (xtask's console
+/// mix, its quick profile) without spelling its name again.
+pub use buffer_churn::SCENARIO as BUFFER_CHURN;
+pub use buffer_whole_file::SCENARIO as BUFFER_WHOLE_FILE;
+pub use fd_leak::SCENARIO as FD_LEAK;
+pub use session_map::SCENARIO as UNBOUNDED_SESSION_MAP;
+pub use task_leak::SCENARIO as TASK_LEAK_ON_DISCONNECT;
+pub use unbounded_channel::SCENARIO as UNBOUNDED_CHANNEL;
+pub use zip_in_memory::SCENARIO as ZIP_IN_MEMORY;
 
 /// The scenarios. Adding one is a module with its `SCENARIO` and a row here.
 pub const ALL: &[Scenario] = &[
