@@ -122,6 +122,14 @@ fn write_file(path: &PathBuf, len: u64, seed: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// The server names its variants; the run directory's label values
+    /// must be the same words, or the report cannot pair the runs.
+    #[test]
+    fn the_servers_variant_names_are_the_label_values() {
+        assert_eq!(Variant::Leaky.as_str(), leakscope_rundir::labels::LEAKY);
+        assert_eq!(Variant::Fixed.as_str(), leakscope_rundir::labels::FIXED);
+    }
+
     use super::*;
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use download_server::scenarios;
 
 use crate::catalogue::{self, Scenario, ScenarioExt};
 use crate::workspace::{self, Bins};
@@ -31,10 +32,10 @@ pub struct ConsoleArgs {
 /// The light mixed load: scenario, requests at once, requests per second.
 /// Slow enough that console-subscriber never drops events and a person can
 /// follow the task list.
-const MIX: &[(&str, u32, u32)] = &[
-    ("task-leak-on-disconnect", 2, 5),
-    ("unbounded-session-map", 1, 20),
-    ("buffer-churn", 1, 2),
+const MIX: &[(&Scenario, u32, u32)] = &[
+    (&scenarios::TASK_LEAK_ON_DISCONNECT, 2, 5),
+    (&scenarios::UNBOUNDED_SESSION_MAP, 1, 20),
+    (&scenarios::BUFFER_CHURN, 1, 2),
 ];
 
 pub fn run(args: ConsoleArgs) -> ExitCode {
@@ -49,8 +50,7 @@ pub fn run(args: ConsoleArgs) -> ExitCode {
 
 fn console(args: ConsoleArgs) -> Result<()> {
     let bins = workspace::build_release()?;
-    let names: Vec<String> = MIX.iter().map(|(n, _, _)| n.to_string()).collect();
-    let scenarios = catalogue::select(&names)?;
+    let scenarios: Vec<&Scenario> = MIX.iter().map(|(s, _, _)| *s).collect();
     let data = workspace::target_dir().join("leakscope-profile-data");
     catalogue::generate(&data, &scenarios)?;
 
@@ -64,11 +64,7 @@ fn console(args: ConsoleArgs) -> Result<()> {
     let mut children = Children(Vec::new());
     let (server, addr, debug) = start_server(&bins, &data, args.console_addr)?;
     children.0.push(server);
-    for (name, concurrency, rate) in MIX {
-        let s = scenarios
-            .iter()
-            .find(|s| s.name == *name)
-            .expect("selected above");
+    for (s, concurrency, rate) in MIX {
         children.0.push(start_load(
             &bins,
             s,
@@ -93,7 +89,7 @@ fn console(args: ConsoleArgs) -> Result<()> {
          Ctrl-C stops everything (or it stops by itself after {dur}).",
         mix = MIX
             .iter()
-            .map(|(n, c, r)| format!("  {n}: {c} at once, {r} per second"))
+            .map(|(s, c, r)| format!("  {}: {c} at once, {r} per second", s.name))
             .collect::<Vec<_>>()
             .join("\n"),
         console = args.console_addr,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use leakscope_rundir::labels;
 
 use crate::catalogue::{self, Scenario, ScenarioExt, Variant};
 use crate::expect;
@@ -52,7 +53,10 @@ pub struct ProfileArgs {
     quick: bool,
 }
 
-const QUICK: &[&str] = &["fd-leak", "buffer-whole-file"];
+const QUICK: &[&Scenario] = &[
+    &download_server::scenarios::FD_LEAK,
+    &download_server::scenarios::BUFFER_WHOLE_FILE,
+];
 
 /// After the load, what the sidecar keeps watching: long enough to see
 /// in-flight memory released, short enough for the 3-minute budget.
@@ -82,7 +86,7 @@ fn profile(args: ProfileArgs) -> Result<ExitCode> {
     let bins = workspace::build_release()?;
     let built = started.elapsed();
     let names: Vec<String> = if args.scenarios.is_empty() && args.quick {
-        QUICK.iter().map(|s| s.to_string()).collect()
+        QUICK.iter().map(|s| s.name.to_string()).collect()
     } else {
         args.scenarios.clone()
     };
@@ -222,8 +226,8 @@ fn record(
         ])
         .args(["--load-duration", &format!("{}ms", duration.as_millis())])
         .args(["--settle", &format!("{}ms", SETTLE.as_millis())])
-        .args(["--label", &format!("scenario={}", s.name)])
-        .args(["--label", &format!("variant={}", p.variant)]);
+        .args(["--label", &format!("{}={}", labels::SCENARIO, s.name)])
+        .args(["--label", &format!("{}={}", labels::VARIANT, p.variant)]);
     if let Some(rate) = s.max_rate {
         cmd.args(["--rate", &rate.to_string()]);
     }

@@ -168,7 +168,7 @@ impl Analysis {
     pub fn scenario(&self) -> String {
         self.meta
             .labels
-            .get("scenario")
+            .get(leakscope_rundir::labels::SCENARIO)
             .cloned()
             .unwrap_or_else(|| {
                 self.dir
@@ -181,7 +181,7 @@ impl Analysis {
     pub fn variant(&self) -> String {
         self.meta
             .labels
-            .get("variant")
+            .get(leakscope_rundir::labels::VARIANT)
             .cloned()
             .unwrap_or_else(|| "run".into())
     }
@@ -244,7 +244,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
     let console_on = run
         .meta
         .sources
-        .get(leakscope_rundir::SourceName::Console.as_str())
+        .get(&leakscope_rundir::SourceName::Console)
         .is_some_and(|c| c.samples > c.failed);
     notes.extend(console_notes(samples, &frame.layout, console_on, &metrics));
     let confounders: Vec<Confounder> = console_on

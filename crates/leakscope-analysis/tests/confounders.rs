@@ -14,7 +14,7 @@ fn meta(console: bool) -> Meta {
     let mut sources = BTreeMap::new();
     if console {
         sources.insert(
-            SourceName::Console.as_str().to_string(),
+            SourceName::Console,
             SourceInfo {
                 enabled: true,
                 error: None,

@@ -269,15 +269,18 @@ fn write_segment(
     for (k, v) in [
         ("instance", name.to_string()),
         ("segment", index.to_string()),
-        ("scenario", name.to_string()),
-        ("variant", format!("segment {index}")),
+        (leakscope_rundir::labels::SCENARIO, name.to_string()),
+        (
+            leakscope_rundir::labels::VARIANT,
+            format!("segment {index}"),
+        ),
     ] {
         meta.labels.insert(k.into(), v);
     }
     meta.limits.open_files = ceiling(end.max_fds);
     meta.limits.cgroup_memory_max = ceiling(end.memory_limit);
     meta.sources.insert(
-        SourceName::Metrics.as_str().into(),
+        SourceName::Metrics,
         SourceInfo {
             enabled: true,
             samples: ticks.len() as u64,

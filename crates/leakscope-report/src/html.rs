@@ -8,7 +8,7 @@ use std::path::Path;
 use leakscope_analysis::attribution::{DhatSite, Growth, HeapSite, ParkedSite};
 use leakscope_analysis::pprof::Frame;
 use leakscope_analysis::{describe, Analysis, Axis, MetricAnalysis, Unit, METRICS};
-use leakscope_rundir::{Meta, RunFile, StackFrame, UnixMs};
+use leakscope_rundir::{labels, Meta, RunFile, StackFrame, UnixMs};
 use minijinja::value::{Serde, Value};
 use minijinja::{context, Environment};
 use serde::Serialize;
@@ -303,8 +303,8 @@ struct RunView {
 
 fn color(variant: &str, i: usize) -> plotters::style::RGBColor {
     match variant {
-        "leaky" => charts::LEAKY,
-        "fixed" => charts::FIXED,
+        labels::LEAKY => charts::LEAKY,
+        labels::FIXED => charts::FIXED,
         _ => charts::OTHER[i % charts::OTHER.len()],
     }
 }
@@ -512,7 +512,7 @@ fn sources(m: &Meta) -> Vec<SourceRow> {
     m.sources
         .iter()
         .map(|(name, s)| SourceRow {
-            name: name.clone(),
+            name: name.to_string(),
             samples: s.samples,
             failed: s.failed,
             ms_per_sample: format!("{:.2}", s.mean_cost_ms),

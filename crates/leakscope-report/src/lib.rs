@@ -59,8 +59,8 @@ pub fn group(analyses: &[Analysis]) -> Result<BTreeMap<String, Vec<&Analysis>>, 
         list.push(a);
     }
     let rank = |v: &str| match v {
-        "leaky" => 0,
-        "fixed" => 1,
+        leakscope_rundir::labels::LEAKY => 0,
+        leakscope_rundir::labels::FIXED => 1,
         _ => 2,
     };
     for list in groups.values_mut() {

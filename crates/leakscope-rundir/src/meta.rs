@@ -14,7 +14,8 @@ pub struct Meta {
     /// attached to a running process.
     pub command: Vec<String>,
     pub pid: u32,
-    /// Free-form labels; the report pairs runs by `scenario` and `variant`.
+    /// Free-form labels; the report pairs runs by [`labels::SCENARIO`] and
+    /// [`labels::VARIANT`].
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub host: Host,
@@ -31,7 +32,7 @@ pub struct Meta {
     /// Per source ([`SourceName`]): whether it was reachable, why not, and
     /// what it cost.
     #[serde(default)]
-    pub sources: BTreeMap<String, SourceInfo>,
+    pub sources: BTreeMap<SourceName, SourceInfo>,
     /// The ceilings the target ran under, read when recording started.
     #[serde(default)]
     pub limits: Limits,
@@ -153,8 +154,10 @@ pub struct SourceInfo {
 
 /// The sources a recording reads, as `meta.json`'s `sources` and a
 /// sample's `errors` name them: one spelling for the sidecar that writes
-/// them and the analysis and report that read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// them and the analysis and report that read them. As a `meta.json` key
+/// it is spelt [`SourceName::as_str`]; an unknown name is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SourceName {
     /// `/proc/PID`: any process, no instrumentation.
     Procfs,
@@ -196,5 +199,29 @@ impl SourceName {
 impl std::fmt::Display for SourceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `meta.json` keys are the same words the errors and the report use.
+    #[test]
+    fn source_names_are_spelt_as_their_strings_and_unknown_ones_are_errors() {
+        for name in SourceName::ALL {
+            let json = serde_json::to_string(&name).unwrap();
+            assert_eq!(json, format!("\"{}\"", name.as_str()));
+            let mut m = BTreeMap::new();
+            m.insert(name, SourceInfo::default());
+            let back: BTreeMap<SourceName, SourceInfo> =
+                serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+            assert_eq!(back.len(), 1);
+        }
+        let err = serde_json::from_str::<BTreeMap<SourceName, SourceInfo>>(
+            r#"{"prodfs": {"enabled": true, "samples": 1, "failed": 0, "mean_cost_ms": 0.5}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("prodfs"), "{err}");
     }
 }

@@ -234,9 +234,9 @@ impl<'a> Recorder<'a> {
         self.writer.update_meta(|m| {
             m.ended_unix_ms = Some(unix_ms());
             for (name, info) in books.infos() {
-                m.sources.insert(name.to_string(), info);
+                m.sources.insert(name, info);
             }
-            if let (Some(counter), Some(info)) = (never_counted, m.sources.get_mut(METRICS.cost)) {
+            if let (Some(counter), Some(info)) = (never_counted, m.sources.get_mut(&METRICS.cost)) {
                 if info.error.is_none() {
                     info.error = Some(format!("the scrape never had a counter named {counter}"));
                 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use leakscope_rundir::{Run, RunFile, TargetEnd, UnixMs};
+use leakscope_rundir::{Run, RunFile, SourceName, TargetEnd, UnixMs};
 
 /// Not a test: the target process, when re-executed (see `common`).
 #[test]
@@ -138,8 +138,13 @@ fn run_records_the_fd_leak_with_the_served_file_on_top() {
     // Every source answered, nearly always: one tick in a hundred or so
     // may still fail on a loaded machine (and `error` keeps the first
     // failure), so a tenth of the ticks failing is the bound, not none.
-    for source in ["procfs", "agent", "console", "metrics"] {
-        let info = &meta.sources[source];
+    for source in [
+        SourceName::Procfs,
+        SourceName::Agent,
+        SourceName::Console,
+        SourceName::Metrics,
+    ] {
+        let info = &meta.sources[&source];
         assert!(
             info.samples > 0 && info.failed * 10 <= info.samples,
             "{source}: {info:?}"
@@ -340,7 +345,7 @@ fn a_silent_agent_costs_its_own_readings_not_the_ticks() {
         .samples
         .iter()
         .all(|s| s.heap.is_none() && s.proc.is_some()));
-    let agent_costs = &run.meta.sources["agent"];
+    let agent_costs = &run.meta.sources[&SourceName::Agent];
     assert!(agent_costs.error.is_some(), "{agent_costs:?}");
 }
 
@@ -710,7 +715,7 @@ fn an_unreachable_source_warns_once_and_the_others_go_on() {
     let e = stderr(&o);
     assert_eq!(e.matches("warning: agent").count(), 1, "{e}");
     let run = Run::open(&out).unwrap();
-    assert!(run.meta.sources["agent"].error.is_some());
+    assert!(run.meta.sources[&SourceName::Agent].error.is_some());
     assert!(run.samples.len() >= 3);
     assert!(run
         .samples

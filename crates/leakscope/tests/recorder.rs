@@ -9,7 +9,7 @@ use leakscope::sources::agent::AgentSource;
 use leakscope::sources::console::ConsoleSource;
 use leakscope::sources::metrics::{MetricsSource, DEFAULT_COUNTER};
 use leakscope::sources::procfs::ProcSource;
-use leakscope_rundir::{Host, Meta, Run, RunWriter, SCHEMA_VERSION};
+use leakscope_rundir::{Host, Meta, Run, RunWriter, SourceName, SCHEMA_VERSION};
 
 mod common;
 
@@ -149,8 +149,13 @@ async fn records_every_source_and_ends_cleanly_when_the_target_dies() {
         assert!(run_dir.join(p).is_file());
     }
     assert!(run.meta.ended_unix_ms.is_some());
-    for source in ["procfs", "agent", "console", "metrics"] {
-        let info = &run.meta.sources[source];
+    for source in [
+        SourceName::Procfs,
+        SourceName::Agent,
+        SourceName::Console,
+        SourceName::Metrics,
+    ] {
+        let info = &run.meta.sources[&source];
         assert!(
             info.samples > 0 && info.mean_cost_ms > 0.0,
             "{source}: {info:?}"

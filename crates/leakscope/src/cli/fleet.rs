@@ -468,7 +468,7 @@ fn write_report(r: &FleetReport, mut analyses: Vec<Analysis>, dir: &Path) -> any
             .find(|(_, i)| i.instance == instance)
         {
             a.meta.labels.insert(
-                "scenario".into(),
+                leakscope_rundir::labels::SCENARIO.into(),
                 format!("{:02} {} ({})", n + 1, i.instance, i.status),
             );
         }

@@ -17,32 +17,32 @@ use super::poll::{Reading, Taken};
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
     pub source: &'static str,
-    pub cost: &'static str,
+    pub cost: SourceName,
 }
 
 pub const PROCFS: Key = Key {
     source: SourceName::Procfs.as_str(),
-    cost: SourceName::Procfs.as_str(),
+    cost: SourceName::Procfs,
 };
 pub const AGENT_HEAP: Key = Key {
     source: SourceName::Agent.as_str(),
-    cost: SourceName::Agent.as_str(),
+    cost: SourceName::Agent,
 };
 pub const AGENT_TASKS: Key = Key {
     source: SourceName::Agent.as_str(),
-    cost: SourceName::AgentTasks.as_str(),
+    cost: SourceName::AgentTasks,
 };
 pub const METRICS: Key = Key {
     source: SourceName::Metrics.as_str(),
-    cost: SourceName::Metrics.as_str(),
+    cost: SourceName::Metrics,
 };
 pub const CONSOLE: Key = Key {
     source: SourceName::Console.as_str(),
-    cost: SourceName::Console.as_str(),
+    cost: SourceName::Console,
 };
 /// The end-of-run task dump: a cost line, never a sample's error (there is
 /// no sample after it).
-pub const TASK_DUMP: &str = SourceName::TaskDump.as_str();
+pub const TASK_DUMP: SourceName = SourceName::TaskDump;
 
 #[derive(Default)]
 struct Cost {
@@ -79,7 +79,7 @@ impl Cost {
 
 #[derive(Default)]
 pub struct Books {
-    costs: BTreeMap<&'static str, Cost>,
+    costs: BTreeMap<SourceName, Cost>,
     errors: Vec<SourceError>,
 }
 
@@ -112,7 +112,7 @@ impl Books {
         value.map(|v| (v, taken))
     }
 
-    pub fn cost(&mut self, name: &'static str, took: Duration, error: Option<&str>) {
+    pub fn cost(&mut self, name: SourceName, took: Duration, error: Option<&str>) {
         self.costs.entry(name).or_default().add(took, error);
     }
 
@@ -131,7 +131,7 @@ impl Books {
     }
 
     /// Each source's line for `meta.json`.
-    pub fn infos(&self) -> impl Iterator<Item = (&'static str, SourceInfo)> + '_ {
+    pub fn infos(&self) -> impl Iterator<Item = (SourceName, SourceInfo)> + '_ {
         self.costs.iter().map(|(name, cost)| (*name, cost.info()))
     }
 }
@@ -178,9 +178,9 @@ mod tests {
         let infos: BTreeMap<_, _> = books.infos().collect();
         assert_eq!(
             infos.keys().copied().collect::<Vec<_>>(),
-            ["agent", "agent-tasks"]
+            [SourceName::Agent, SourceName::AgentTasks]
         );
-        let heap = &infos["agent"];
+        let heap = &infos[&SourceName::Agent];
         assert_eq!((heap.samples, heap.failed), (2, 1));
         assert_eq!(heap.error.as_deref(), Some("refused"));
         assert!((heap.mean_cost_ms - 3.0).abs() < 1e-9, "{heap:?}");
