@@ -12,6 +12,9 @@ mod console;
 mod expect;
 mod guarded;
 mod profile;
+#[cfg(test)]
+mod tidy;
+mod tools;
 mod versus;
 mod workspace;
 mod zoo;
@@ -72,12 +75,24 @@ enum BenchKind {
     /// `check` and `report` on a day's run directory (345,600 samples):
     /// wall, CPU and peak RSS
     DayLong,
-    /// `cargo bench --workspace`
+    /// The criterion benchmarks (`cargo bench -p leakscope-agent`)
     Criterion,
 }
 
 /// Each run: what it covers, and cargo's arguments.
 const TEST_RUNS: &[(&str, &[&str])] = &[
+    ("format", &["fmt", "--all", "--", "--check"]),
+    (
+        "lints",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ),
     (
         "workspace (jemalloc, cpu, console)",
         // Every failure in one run, not only the first binary's.
@@ -162,6 +177,9 @@ fn test() -> ExitCode {
             failed.push(what);
         }
     }
+    // The tests that need an outside tool, where it is installed.
+    let tool_tests = tools::run();
+    failed.extend(tool_tests.failed.iter().map(String::as_str));
     // The journey end to end, on the real release binaries: a scenario's
     // verdicts wrong, a run missing or the report not standing alone fails.
     let e2e = workspace::target_dir().join("xtask-e2e-reports");
@@ -182,8 +200,11 @@ fn test() -> ExitCode {
     if !passes(cmd) {
         failed.push(what);
     }
+    for s in &tool_tests.skipped {
+        eprintln!("xtask test: skipped (not run, not passed): {s}");
+    }
     if failed.is_empty() {
-        eprintln!("xtask test: all {} runs passed", TEST_RUNS.len() + 4);
+        eprintln!("xtask test: every step passed");
         ExitCode::SUCCESS
     } else {
         eprintln!("xtask test: FAILED: {}", failed.join("; "));

@@ -28,8 +28,9 @@ pub struct ServeArgs {
     /// What each request to `/` does.
     #[arg(long, value_enum)]
     mode: Mode,
-    /// Address to serve on; port 0 picks a free one (printed at start).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Address to serve on, loopback only; port 0 picks a free one
+    /// (printed at start).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_loopback)]
     listen: SocketAddr,
     /// leakscope-agent's debug endpoints: IP:PORT (port 0 allowed) or `off`.
     #[arg(long, default_value = "off", value_parser = parse_endpoint)]
@@ -56,6 +57,23 @@ pub struct ServeArgs {
 /// An optional address: `off`, or IP:PORT.
 #[derive(Debug, Clone, Copy)]
 struct Endpoint(Option<SocketAddr>);
+
+/// A service that leaks on purpose serves loopback only, like its client:
+/// on any other address a stranger could drive it out of memory.
+fn parse_loopback(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not IP:PORT"))?;
+    if addr.ip().to_canonical().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!(
+            "refusing to serve on {addr}: the zoo leaks on purpose, so it listens on loopback only \
+             (127.0.0.0/8 or [::1])"
+        ))
+    }
+}
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     match s.trim() {
@@ -325,4 +343,22 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_listens_on_loopback_only() {
+        assert!(parse_loopback("127.0.0.1:0").is_ok());
+        assert!(parse_loopback("127.8.9.10:8080").is_ok());
+        assert!(parse_loopback("[::1]:0").is_ok());
+        assert!(parse_loopback("[::ffff:127.0.0.1]:0").is_ok());
+        let err = parse_loopback("0.0.0.0:8080").unwrap_err();
+        assert!(err.contains("loopback only"), "{err}");
+        assert!(parse_loopback("192.168.1.2:80").is_err());
+        assert!(parse_loopback("[::]:80").is_err());
+        assert!(parse_loopback("localhost:80").is_err());
+    }
 }

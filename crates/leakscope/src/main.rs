@@ -17,6 +17,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // `check`, `report` and `fleet` read files or a query API and need no
+    // runtime: they run before one is built.
+    let command = match cli.command {
+        Command::Check(args) => return cli::check::run(args),
+        Command::Report(args) => return cli::report::run(args),
+        Command::Fleet(args) => return cli::fleet::run(args),
+        other => other,
+    };
     // Two workers: the load driver's requests never delay a sample.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -28,12 +36,6 @@ fn main() -> ExitCode {
             cli::tell!("error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let command = match cli.command {
-        Command::Check(args) => return cli::check::run(args),
-        Command::Report(args) => return cli::report::run(args),
-        Command::Fleet(args) => return cli::fleet::run(args),
-        other => other,
     };
     let result = rt.block_on(async {
         match command {
