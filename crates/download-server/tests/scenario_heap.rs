@@ -51,10 +51,15 @@ async fn held_by_stalled(
     // Let producers run ahead as far as the variant lets them.
     match until {
         Until::Grown(expected) => {
-            settles(Duration::from_secs(15), || {
+            let grew = settles(Duration::from_secs(15), || {
                 live_heap() as i64 - before >= expected
             })
             .await;
+            if !grew {
+                eprintln!(
+                    "the heap did not grow by {expected} B within 15 s; measuring it as it is"
+                );
+            }
         }
         Until::StopsMoving => {
             let mut last = live_heap() as i64;
@@ -70,10 +75,13 @@ async fn held_by_stalled(
     }
     let during = live_heap() as i64 - before;
     drop(clients);
-    settles(Duration::from_secs(10), || {
+    let released = settles(Duration::from_secs(10), || {
         (live_heap() as i64 - before) < 4 * MIB as i64
     })
     .await;
+    if !released {
+        eprintln!("the heap stayed 4 MiB or more above its start for 10 s after the clients left");
+    }
     let after = live_heap() as i64 - before;
     drop(server);
     (during, after)

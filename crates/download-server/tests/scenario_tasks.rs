@@ -26,11 +26,14 @@ async fn tasks_after_aborts(variant: Variant) -> (usize, usize) {
     })
     .await
     .unwrap();
-    settles(Duration::from_secs(10), || match variant {
+    let settled = settles(Duration::from_secs(10), || match variant {
         Variant::Leaky => alive_tasks() >= before + N * 9 / 10,
         Variant::Fixed => alive_tasks() <= before,
     })
     .await;
+    if !settled {
+        eprintln!("{variant:?}: alive tasks did not reach the expected count within 10 s");
+    }
     let after = alive_tasks();
     drop(server);
     (before, after)

@@ -351,48 +351,35 @@ fn judge_window(
     floor: f64,
     fmt: &dyn Fn(f64) -> String,
 ) -> Judgement {
-    let inconclusive = |reason: String| Judgement {
-        verdict: Verdict::Inconclusive,
-        reason,
-        fit: None,
-        tail: None,
-        growth: 0.0,
-        plateau: None,
-        plateau_from: None,
-        start_level: crate::median(&mut baseline.to_vec()),
-        tail_level: None,
-        idle_level: None,
-        idle: IdleEvidence::None,
-        detection_limit: None,
-    };
     if window.len() < MIN_POINTS {
-        return inconclusive(format!(
-            "{} samples in the analysis window; a verdict needs {MIN_POINTS}",
-            window.len()
-        ));
+        return inconclusive(
+            baseline,
+            format!(
+                "{} samples in the analysis window; a verdict needs {MIN_POINTS}",
+                window.len()
+            ),
+        );
     }
     let Some(fit) = theil_sen(window) else {
-        return inconclusive("the load did not advance during the window".into());
+        return inconclusive(
+            baseline,
+            "the load did not advance during the window".into(),
+        );
     };
     let mut sorted = window.to_vec();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (x0, x1) = (sorted[0].0, sorted[sorted.len() - 1].0);
     let growth = fit.slope * (x1 - x0);
-    let tail_from = x0 + (x1 - x0) * 2.0 / 3.0;
-    let mut tail_pts: Vec<(f64, f64)> = sorted
-        .iter()
-        .copied()
-        .filter(|p| p.0 >= tail_from)
-        .collect();
-    if tail_pts.len() < MIN_POINTS / 2 {
-        tail_pts = sorted[sorted.len() / 2..].to_vec();
-    }
+    let tail_pts = last_third(&sorted);
     let tail = theil_sen(&tail_pts);
-    let detection = detection_limit(&fit, tail.as_ref(), x1 - x0, floor);
     let mut tail_ys: Vec<f64> = tail_pts.iter().map(|p| p.1).collect();
     // Never empty: the tail keeps at least half of the window.
     let Some(plateau) = crate::median(&mut tail_ys) else {
-        return inconclusive("the window's last third holds no sample".into());
+        return inconclusive(baseline, "the window's last third holds no sample".into());
+    };
+    // Never empty: the baseline, else the window's first tenth.
+    let Some(start_level) = start_level(baseline, &sorted) else {
+        return inconclusive(baseline, "no level to start from".into());
     };
     let mut j = Judgement {
         verdict: Verdict::Stable,
@@ -402,64 +389,22 @@ fn judge_window(
         growth,
         plateau: None,
         plateau_from: None,
-        start_level: None,
+        start_level: Some(start_level),
         tail_level: Some(plateau),
         idle_level: None,
         idle: IdleEvidence::None,
-        detection_limit: detection,
+        detection_limit: detection_limit(&fit, tail.as_ref(), x1 - x0, floor),
     };
-    let start_level = {
-        let mut b = baseline.to_vec();
-        if b.is_empty() {
-            let head: Vec<f64> = sorted
-                .iter()
-                .take(sorted.len().div_ceil(10))
-                .map(|p| p.1)
-                .collect();
-            b = head;
-        }
-        crate::median(&mut b)
-    };
-    // Never empty: the baseline, else the window's first tenth.
-    let Some(start_level) = start_level else {
-        return inconclusive("no level to start from".into());
-    };
-    j.start_level = Some(start_level);
+    // Where the series first reached 90% of the way to `level`.
     let reached = |level: f64| {
         let target = start_level + 0.9 * (level - start_level);
         sorted.iter().find(|p| p.1 >= target).map(|p| p.0)
     };
     if growth >= floor && fit.lo > 0.0 {
-        let Some(tail) = tail else {
-            j.verdict = Verdict::Inconclusive;
-            j.reason = "grows, but the tail has too few distinct points to tell if it slows".into();
-            return j;
-        };
-        if tail.slope >= TAIL_RATIO * fit.slope {
-            j.verdict = Verdict::Leak;
-            j.reason = format!(
-                "grows {} over the window (floor {}), slope interval above zero, and the last third still grows at {:.0}% of that rate",
-                fmt(growth),
-                fmt(floor),
-                100.0 * tail.slope / fit.slope
-            );
-        } else if tail.hi < TAIL_RATIO * fit.slope {
-            j.verdict = Verdict::Bounded;
+        judge_growth(&mut j, fit, floor, fmt);
+        if j.verdict == Verdict::Bounded {
             j.plateau = Some(plateau);
             j.plateau_from = reached(plateau);
-            j.reason = format!(
-                "grew {} over the window, then the last third slowed to {:.0}% of that rate (interval below {:.0}%)",
-                fmt(growth),
-                100.0 * tail.slope / fit.slope,
-                100.0 * TAIL_RATIO
-            );
-        } else {
-            j.verdict = Verdict::Inconclusive;
-            j.reason = format!(
-                "grows {} over the window, but the last third's rate ({:.0}% of it) cannot be told from a plateau or a leak; record longer",
-                fmt(growth),
-                100.0 * tail.slope / fit.slope
-            );
         }
         return j;
     }
@@ -490,6 +435,89 @@ fn judge_window(
         )
     };
     j
+}
+
+/// No verdict, for `reason`; the level before the load when there was one.
+fn inconclusive(baseline: &[f64], reason: String) -> Judgement {
+    Judgement {
+        verdict: Verdict::Inconclusive,
+        reason,
+        fit: None,
+        tail: None,
+        growth: 0.0,
+        plateau: None,
+        plateau_from: None,
+        start_level: crate::median(&mut baseline.to_vec()),
+        tail_level: None,
+        idle_level: None,
+        idle: IdleEvidence::None,
+        detection_limit: None,
+    }
+}
+
+/// The window's last third by work (`sorted` by x), or its second half
+/// when the last third has too few points to fit.
+fn last_third(sorted: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let (x0, x1) = (sorted[0].0, sorted[sorted.len() - 1].0);
+    let tail_from = x0 + (x1 - x0) * 2.0 / 3.0;
+    let tail: Vec<(f64, f64)> = sorted
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= tail_from)
+        .collect();
+    if tail.len() < MIN_POINTS / 2 {
+        sorted[sorted.len() / 2..].to_vec()
+    } else {
+        tail
+    }
+}
+
+/// The level growth is measured from: the pre-load baseline, else the
+/// window's first tenth.
+fn start_level(baseline: &[f64], sorted: &[(f64, f64)]) -> Option<f64> {
+    let mut b = baseline.to_vec();
+    if b.is_empty() {
+        b = sorted
+            .iter()
+            .take(sorted.len().div_ceil(10))
+            .map(|p| p.1)
+            .collect();
+    }
+    crate::median(&mut b)
+}
+
+/// The window grew past the floor with its slope interval above zero: a
+/// leak if the last third still grows at `TAIL_RATIO` of the rate, bounded
+/// if its interval is below that, else inconclusive.
+fn judge_growth(j: &mut Judgement, fit: Fit, floor: f64, fmt: &dyn Fn(f64) -> String) {
+    let growth = j.growth;
+    let Some(tail) = j.tail else {
+        j.verdict = Verdict::Inconclusive;
+        j.reason = "grows, but the tail has too few distinct points to tell if it slows".into();
+        return;
+    };
+    let share = 100.0 * tail.slope / fit.slope;
+    if tail.slope >= TAIL_RATIO * fit.slope {
+        j.verdict = Verdict::Leak;
+        j.reason = format!(
+            "grows {} over the window (floor {}), slope interval above zero, and the last third still grows at {share:.0}% of that rate",
+            fmt(growth),
+            fmt(floor),
+        );
+    } else if tail.hi < TAIL_RATIO * fit.slope {
+        j.verdict = Verdict::Bounded;
+        j.reason = format!(
+            "grew {} over the window, then the last third slowed to {share:.0}% of that rate (interval below {:.0}%)",
+            fmt(growth),
+            100.0 * TAIL_RATIO
+        );
+    } else {
+        j.verdict = Verdict::Inconclusive;
+        j.reason = format!(
+            "grows {} over the window, but the last third's rate ({share:.0}% of it) cannot be told from a plateau or a leak; record longer",
+            fmt(growth),
+        );
+    }
 }
 
 /// Numbers in reasons: short, no spurious digits.

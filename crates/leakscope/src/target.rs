@@ -91,6 +91,18 @@ impl Target {
         ready: &Ready,
         timeout: Duration,
     ) -> Result<Self, TargetError> {
+        let (mut target, lines) = Self::spawn(command, log)?;
+        target.wait_ready(lines, ready, timeout).await?;
+        Ok(target)
+    }
+
+    /// Spawns the target in a process group of its own, under a guard that
+    /// ends it if leakscope dies, with its output pumped to the log and to
+    /// the returned channel, line by line.
+    fn spawn(
+        command: &[String],
+        log: &Path,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<String>), TargetError> {
         let (program, args) = command.split_first().ok_or(TargetError::NoCommand)?;
         let log = output::Log::create(log).map_err(|source| TargetError::Log {
             path: log.to_path_buf(),
@@ -116,14 +128,14 @@ impl Target {
                 )
             })
             .ok();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(output::pump(out, Arc::clone(&log), tx.clone()));
         }
         if let Some(err) = child.stderr.take() {
             tokio::spawn(output::pump(err, log, tx));
         }
-        let mut target = Self {
+        let target = Self {
             child,
             pid,
             lines: output::Kept::default(),
@@ -131,73 +143,102 @@ impl Target {
             end: None,
             guard,
         };
+        Ok((target, rx))
+    }
+
+    /// Waits until `ready` holds, keeping what the target prints; an error
+    /// when it exits first or `timeout` passes (then it is stopped).
+    async fn wait_ready(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<String>,
+        ready: &Ready,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ready::Port(addr) = ready {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    break;
+            match ready {
+                Ready::Started => return Ok(()),
+                Ready::Port(addr) if tokio::net::TcpStream::connect(addr).await.is_ok() => {
+                    return Ok(())
                 }
-            }
-            if matches!(ready, Ready::Started) {
-                break;
+                _ => {}
             }
             let now = Instant::now();
             if now >= deadline {
-                let waiting_for = match ready {
-                    Ready::Line(l) => format!("a line starting with {l:?}"),
-                    Ready::Port(a) => format!("{a} to accept"),
-                    Ready::Started => unreachable!(),
-                };
-                // Give the log pumps a moment so the tail is complete.
-                while let Ok(Some(l)) =
-                    tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
-                {
-                    target.lines.push(l);
-                }
-                target.stop(Duration::from_secs(2)).await;
-                return Err(TargetError::NotReady {
-                    timeout,
-                    waiting_for,
-                    tail: target.lines.tail(),
-                });
+                return Err(self.not_ready(&mut rx, ready, timeout).await);
             }
             let poll = (deadline - now).min(Duration::from_millis(50));
             tokio::select! {
                 line = rx.recv() => match line {
                     Some(line) => {
                         let hit = matches!(ready, Ready::Line(p) if line.trim_start().starts_with(p.as_str()));
-                        target.lines.push(line.clone());
+                        self.lines.push(line.clone());
                         if hit {
-                            target.ready_line = Some(line);
-                            break;
+                            self.ready_line = Some(line);
+                            return Ok(());
                         }
                     }
                     // Both streams closed: the target is exiting.
                     None => {
-                        let status = target.child.wait().await;
-                        let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
-                        return Err(TargetError::ExitedEarly {
-                            end,
-                            tail: target.lines.tail(),
-                        });
+                        let status = self.child.wait().await;
+                        return Err(self.exited_early(status, &mut rx, Duration::ZERO).await);
                     }
                 },
-                status = target.child.wait() => {
-                    let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
-                    while let Ok(Some(l)) =
-                        tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
-                    {
-                        target.lines.push(l);
-                    }
-                    return Err(TargetError::ExitedEarly {
-                        end,
-                        tail: target.lines.tail(),
-                    });
+                status = self.child.wait() => {
+                    return Err(self.exited_early(status, &mut rx, Duration::from_millis(100)).await);
                 }
                 _ = tokio::time::sleep(poll) => {}
             }
         }
-        Ok(target)
+    }
+
+    /// The target was not ready in time: it is stopped, and the error says
+    /// what was awaited and how its output ended.
+    async fn not_ready(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<String>,
+        ready: &Ready,
+        timeout: Duration,
+    ) -> TargetError {
+        let waiting_for = match ready {
+            Ready::Line(l) => format!("a line starting with {l:?}"),
+            Ready::Port(a) => format!("{a} to accept"),
+            Ready::Started => "nothing".to_string(),
+        };
+        // Give the log pumps a moment so the tail is complete.
+        self.drain(rx, Duration::from_millis(50)).await;
+        self.stop(Duration::from_secs(2)).await;
+        TargetError::NotReady {
+            timeout,
+            waiting_for,
+            tail: self.lines.tail(),
+        }
+    }
+
+    /// The target exited before it was ready: how, and its output's end
+    /// (what the pumps still deliver within `linger` included).
+    async fn exited_early(
+        &mut self,
+        status: std::io::Result<std::process::ExitStatus>,
+        rx: &mut mpsc::UnboundedReceiver<String>,
+        linger: Duration,
+    ) -> TargetError {
+        let end = status.map(end_of).unwrap_or(TargetEnd::Vanished);
+        self.drain(rx, linger).await;
+        TargetError::ExitedEarly {
+            end,
+            tail: self.lines.tail(),
+        }
+    }
+
+    /// Keeps the lines that arrive, until none has for `quiet`.
+    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<String>, quiet: Duration) {
+        if quiet.is_zero() {
+            return;
+        }
+        while let Ok(Some(l)) = tokio::time::timeout(quiet, rx.recv()).await {
+            self.lines.push(l);
+        }
     }
 
     pub fn pid(&self) -> u32 {

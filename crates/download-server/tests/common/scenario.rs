@@ -93,6 +93,8 @@ pub fn allocated_total() -> u64 {
 }
 
 /// Polls `f` until it holds or `limit` passes; returns whether it held.
+/// A caller that goes on to measure either way says when it did not.
+#[must_use = "say when the wait ran out: the measurement after it is then of an unsettled state"]
 pub async fn settles(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
