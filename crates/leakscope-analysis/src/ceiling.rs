@@ -71,7 +71,7 @@ pub fn reached(points: &[Option<Point>], ceiling: f64, floor: f64) -> Option<usi
 pub fn account_kinds(metrics: &mut [MetricAnalysis]) {
     let wholes: Vec<(MetricId, Exhaustion, f64)> = metrics
         .iter()
-        .filter(|m| m.id == m.metric.as_str())
+        .filter(|m| m.kind.is_none())
         .filter_map(|m| Some((m.metric, m.exhaustion.clone()?, m.floor)))
         .collect();
     for (id, e, floor) in wholes {
@@ -79,7 +79,7 @@ pub fn account_kinds(metrics: &mut [MetricAnalysis]) {
         let title = id.def().title;
         for m in metrics
             .iter_mut()
-            .filter(|m| m.metric == id && m.id != id.as_str())
+            .filter(|m| m.metric == id && m.kind.is_some())
         {
             m.per_in_flight = None;
             let growth = kind_growth(m, e.t);

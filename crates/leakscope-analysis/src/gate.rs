@@ -183,6 +183,7 @@ fn gated(a: &Analysis, limits: &Limits) -> Vec<MetricId> {
         .collect()
 }
 
+#[must_use = "the report decides the exit status"]
 pub fn check(a: &Analysis, limits: &Limits) -> CheckReport {
     let ids = gated(a, limits);
     let mut breaches = Vec::new();

@@ -62,10 +62,14 @@ pub struct Estimate {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricAnalysis {
-    /// "fds", or "fds.socket" for one kind of a metric.
+    /// "fds", or "fds.socket" for one kind of a metric: [`MetricId::series`]
+    /// of `metric` and `kind`, as `check --json` and the report print it.
     pub id: String,
     /// The vocabulary row this series measures.
     pub metric: MetricId,
+    /// The fd kind this series counts (`socket`, `file`, …) when it is one
+    /// kind of its metric; `None` for the metric as a whole.
+    pub kind: Option<String>,
     pub title: String,
     pub unit: Unit,
     /// A rate metric (allocation) has a slope and no verdict: allocating is
@@ -201,6 +205,7 @@ struct Frame<'a> {
 /// Reads and analyses one run directory. Errors only when it cannot be read
 /// at all; anything partial becomes a note, anything that voids a verdict
 /// an entry of [`Analysis::unusable`].
+#[must_use = "the analysis is the verdict; dropping it measures nothing"]
 pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
     let run = Run::open(dir)?;
     let mut notes: Vec<String> = run.warnings.iter().map(|w| w.to_string()).collect();
@@ -221,14 +226,7 @@ pub fn analyze(dir: &Path) -> Result<Analysis, RunDirError> {
         let m = if def.rate {
             rate(&frame, def, pts)
         } else {
-            level(
-                &frame,
-                def,
-                def.id.as_str().into(),
-                def.title.into(),
-                def.floor,
-                pts,
-            )
+            level(&frame, def, None, def.title.into(), def.floor, pts)
         };
         match m {
             Some(m) => metrics.push(m),
@@ -332,7 +330,7 @@ fn work_per_second(samples: &[Sample], layout: &series::Layout) -> Option<f64> {
 fn level(
     f: &Frame,
     def: &MetricDef,
-    id: String,
+    kind: Option<String>,
     title: String,
     floor: f64,
     pts: Vec<Option<series::Point>>,
@@ -343,7 +341,7 @@ fn level(
     let l = &f.layout;
     let ceiling = def.ceiling.and_then(|k| k.of(&f.meta.limits));
     // Only the whole of a metric meets its ceiling, not one kind of it.
-    let whole = id == def.id.as_str();
+    let whole = kind.is_none();
     let reached = ceiling
         .as_ref()
         .filter(|_| whole)
@@ -384,8 +382,9 @@ fn level(
         _ => None,
     };
     Some(MetricAnalysis {
-        id,
+        id: def.id.series(kind.as_deref()),
         metric: def.id,
+        kind,
         title,
         unit: def.unit,
         rate: false,
@@ -488,8 +487,9 @@ fn rate(f: &Frame, def: &MetricDef, pts: Vec<Option<series::Point>>) -> Option<M
     }
     let fit = trend::theil_sen(&series::xy(&pts, f.layout.window.clone(), f.layout.axis));
     Some(MetricAnalysis {
-        id: def.id.as_str().into(),
+        id: def.id.series(None),
         metric: def.id,
+        kind: None,
         title: def.title.into(),
         unit: def.unit,
         rate: true,
@@ -530,7 +530,7 @@ fn fd_kinds(f: &Frame) -> Vec<MetricAnalysis> {
             level(
                 f,
                 def,
-                format!("fds.{kind}"),
+                Some(kind.clone()),
                 format!("{kind} fds"),
                 metrics::FD_KIND_FLOOR,
                 pts,

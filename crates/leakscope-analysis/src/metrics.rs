@@ -48,6 +48,15 @@ impl MetricId {
     pub fn parse(s: &str) -> Option<Self> {
         METRICS.iter().map(|d| d.id).find(|id| id.as_str() == s)
     }
+
+    /// A series' id: the metric's own (`fds`), or one kind of it
+    /// (`fds.socket`). The one place the two parts are joined.
+    pub fn series(self, kind: Option<&str>) -> String {
+        match kind {
+            Some(k) => format!("{}.{k}", self.as_str()),
+            None => self.as_str().to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for MetricId {

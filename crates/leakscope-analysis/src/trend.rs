@@ -173,6 +173,7 @@ pub fn bin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
 }
 
 /// Theil–Sen slope with Sen's 95% interval; `None` without two distinct x.
+#[must_use = "a fit that is not read decides nothing"]
 pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
     let pts = bin(points, MAX_POINTS);
     let n = pts.len();
@@ -223,6 +224,7 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<Fit> {
 /// Judges one series with no idle tail. `window` is the analysis window,
 /// `baseline` the values before the work (may be empty), `floor` the
 /// smallest growth of this metric that is not noise.
+#[must_use = "the judgement is the verdict"]
 pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
     judge_evidence(
         &Evidence {
@@ -237,6 +239,7 @@ pub fn judge(window: &[(f64, f64)], baseline: &[f64], floor: f64) -> Judgement {
 
 /// The whole rule of the module doc; `fmt` writes the metric's amounts in
 /// its reasons ("4.0 MiB" rather than 4194304).
+#[must_use = "the judgement is the verdict"]
 pub fn judge_evidence(e: &Evidence, fmt: &dyn Fn(f64) -> String) -> Judgement {
     let mut j = judge_window(e.window, e.baseline, e.floor, fmt);
     apply_idle(&mut j, e, fmt);
