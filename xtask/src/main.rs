@@ -150,6 +150,9 @@ fn passes(mut cmd: Command) -> bool {
 
 fn test() -> ExitCode {
     let mut failed = Vec::new();
+    // Seconds, so first: an unused dependency fails before the long runs.
+    let machete = tools::unused_dependencies();
+    failed.extend(machete.failed.iter().map(String::as_str));
     for (what, args) in TEST_RUNS {
         eprintln!("xtask test: {what}: cargo {}", args.join(" "));
         let mut cmd = Command::new(workspace::cargo());
@@ -200,7 +203,7 @@ fn test() -> ExitCode {
     if !passes(cmd) {
         failed.push(what);
     }
-    for s in &tool_tests.skipped {
+    for s in machete.skipped.iter().chain(&tool_tests.skipped) {
         eprintln!("xtask test: skipped (not run, not passed): {s}");
     }
     if failed.is_empty() {

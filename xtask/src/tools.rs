@@ -1,5 +1,5 @@
 //! The tests that check leakscope against a real outside tool (`unzip -t`,
-//! `go tool pprof`, `promtool`, Prometheus, VictoriaMetrics). They are
+//! `go tool pprof`, `promtool`, Prometheus, VictoriaMetrics, `unshare -n`). They are
 //! `#[ignore]`d, so `cargo test` reports them as ignored instead of passing
 //! them unrun; here they run with `--ignored` where their tools are
 //! installed, and each one whose tool is missing is reported as skipped,
@@ -14,7 +14,7 @@ pub const REQUIRE_ENV: &str = "LEAKSCOPE_REQUIRE_TOOLS";
 
 /// Tests of one cargo test binary that need the same tools.
 struct ToolTests {
-    /// `(binary, version flag)`: each must run.
+    /// `(binary, arguments)`: each must run and succeed.
     tools: &'static [(&'static str, &'static str)],
     /// The Debian package(s) that provide them.
     apt: &'static str,
@@ -29,6 +29,8 @@ const GO: (&str, &str) = ("go", "version");
 const PROMTOOL: (&str, &str) = ("promtool", "--version");
 const PROMETHEUS: (&str, &str) = ("prometheus", "--version");
 const VICTORIA: (&str, &str) = ("victoria-metrics", "-version");
+/// Not only installed: able to make a network namespace (CAP_SYS_ADMIN).
+const UNSHARE: (&str, &str) = ("unshare", "-n true");
 
 const TABLE: &[ToolTests] = &[
     ToolTests {
@@ -86,11 +88,17 @@ const TABLE: &[ToolTests] = &[
         cargo: &["-p", "leakscope", "--test", "fleet_rules"],
         filter: None,
     },
+    ToolTests {
+        tools: &[UNSHARE],
+        apt: "util-linux, and root or CAP_SYS_ADMIN",
+        cargo: &["-p", "leakscope", "--test", "procfs_source"],
+        filter: Some("another_network_namespace"),
+    },
 ];
 
 fn runs(tool: (&str, &str)) -> bool {
     Command::new(tool.0)
-        .arg(tool.1)
+        .args(tool.1.split_whitespace())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -134,6 +142,38 @@ pub fn run() -> Outcome {
         if !crate::passes(cmd) {
             out.failed.push(what);
         }
+    }
+    out
+}
+
+/// The unused-dependency check: `cargo machete`, which reads each crate's
+/// sources for the dependencies its Cargo.toml names. A dependency kept only
+/// for a feature it turns on belongs in the crate's
+/// `[package.metadata.cargo-machete] ignored`, with the reason beside it.
+pub fn unused_dependencies() -> Outcome {
+    let mut out = Outcome::default();
+    let what = "cargo machete (unused dependencies)".to_string();
+    let installed = Command::new(workspace::cargo())
+        .args(["machete", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        let why = format!("{what}: needs cargo-machete (cargo install --locked cargo-machete)");
+        if std::env::var_os(REQUIRE_ENV).is_some() {
+            eprintln!("xtask test: {why}, and {REQUIRE_ENV} is set");
+            out.failed.push(why);
+        } else {
+            out.skipped.push(why);
+        }
+        return out;
+    }
+    eprintln!("xtask test: {what}");
+    let mut cmd = Command::new(workspace::cargo());
+    cmd.arg("machete").current_dir(workspace::root());
+    if !crate::passes(cmd) {
+        out.failed.push(what);
     }
     out
 }

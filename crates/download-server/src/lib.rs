@@ -8,24 +8,24 @@
 //! slot, thread) is released when its response ends, however it ends. See
 //! ARCHITECTURE.md for the module map.
 
-pub mod app;
-pub mod body;
+pub(crate) mod app;
+pub(crate) mod body;
 pub mod conditional;
-pub mod config;
-pub mod files;
-pub mod limits;
-pub mod metrics;
-pub mod open_files;
+pub(crate) mod config;
+pub(crate) mod files;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod open_files;
 pub mod range;
-pub mod representation;
-pub mod response;
+pub(crate) mod representation;
+pub(crate) mod response;
 pub mod root;
 pub mod scenarios;
-pub mod sendfile;
-pub mod server;
+pub(crate) mod sendfile;
+pub(crate) mod server;
 pub mod signing;
-pub mod stall;
-pub mod zip_stream;
+pub(crate) mod stall;
+pub(crate) mod zip_stream;
 
 pub use config::{Config, MAX_TIMEOUT};
 pub use server::{Server, ServerError};

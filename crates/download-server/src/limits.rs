@@ -100,7 +100,9 @@ impl<C: Clock> PerIpRate<C> {
         self.limiter.shrink_to_fit();
     }
 
-    pub fn tracked_clients(&self) -> usize {
+    /// Clients with a bucket (the tests' view of the pruning).
+    #[cfg(test)]
+    fn tracked_clients(&self) -> usize {
         self.limiter.len()
     }
 }

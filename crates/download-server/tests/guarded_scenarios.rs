@@ -33,7 +33,7 @@ use std::sync::Arc;
 use common::scenario::{aborted_download, connect_small_window, start};
 use common::{Fixture, Running};
 use download_server::scenarios::{Input, Pattern, Resource, Scenario, Symptom, Variant, ALL};
-use leakscope_test::{check, Config, Flavor, Report, Spec, TestId};
+use leakscope_test::{check, test_id, Config, Flavor, Report, Spec};
 
 /// How a scenario is driven under the guard: requests per run, warm-up
 /// runs before the baseline, measured runs after it, and the bytes one
@@ -79,21 +79,6 @@ fn plan(s: &Scenario) -> Plan {
             warmup: 1,
             runs: 3,
             served,
-        },
-    }
-}
-
-fn spec(name: &'static str) -> Spec {
-    Spec {
-        flavor: Flavor::MultiThread,
-        worker_threads: Some(2),
-        start_paused: false,
-        test: TestId {
-            package: env!("CARGO_PKG_NAME"),
-            crate_name: env!("CARGO_CRATE_NAME"),
-            bin_name: None,
-            module_path: module_path!(),
-            name,
         },
     }
 }
@@ -199,7 +184,11 @@ fn guarded(scenario: &'static Scenario, variant: Variant) -> Report {
     if scenario.resource == Resource::Fds {
         config = config.exclusive();
     }
-    check(&spec(scenario.name), &config, body)
+    check(
+        &Spec::new(Flavor::MultiThread, test_id!(scenario.name)).workers(2),
+        &config,
+        body,
+    )
 }
 
 /// One task or fd per measured request.

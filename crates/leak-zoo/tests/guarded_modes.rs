@@ -15,27 +15,12 @@ use leak_zoo::modes::Zoo;
 // the allocation groups), linked as the zoo binary links it.
 use leak_zoo::{Amount, Mode, Resource, Truth};
 use leakscope_agent as _;
-use leakscope_test::{check, Config, Flavor, Report, Spec, TestId};
+use leakscope_test::{check, test_id, Config, Flavor, Report, Spec};
 
 /// Actions per run.
 const ACTS: u64 = 8;
 /// Measured runs (leakscope-test's default).
 const RUNS: u64 = 3;
-
-fn spec(name: &'static str) -> Spec {
-    Spec {
-        flavor: Flavor::MultiThread,
-        worker_threads: Some(2),
-        start_paused: false,
-        test: TestId {
-            package: env!("CARGO_PKG_NAME"),
-            crate_name: env!("CARGO_CRATE_NAME"),
-            bin_name: None,
-            module_path: module_path!(),
-            name,
-        },
-    }
-}
 
 /// Actions a bounded mode needs before it stops growing: its cache's
 /// entries, or its pool's entries. Leaks need only one, for one-time
@@ -95,7 +80,11 @@ fn guarded(mode: Mode) -> Report {
     if touches_raw_fds(mode, truth) {
         config = config.exclusive();
     }
-    let report = check(&spec(mode.name()), &config, body);
+    let report = check(
+        &Spec::new(Flavor::MultiThread, test_id!(mode.name())).workers(2),
+        &config,
+        body,
+    );
     drop(dir);
     report
 }

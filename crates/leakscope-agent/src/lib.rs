@@ -44,7 +44,7 @@ mod dhat_session;
 pub mod heap;
 mod http;
 pub mod metrics;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod tasks;
 
 use std::net::SocketAddr;

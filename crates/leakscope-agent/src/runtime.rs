@@ -34,21 +34,16 @@ pub fn stats(handle: &Handle) -> TasksAnswer {
         })
         .collect();
     let mut s = TasksAnswer {
-        flavor,
-        workers: m.num_workers() as u64,
-        alive_tasks: m.num_alive_tasks() as u64,
-        global_queue_depth: m.global_queue_depth() as u64,
         tokio_unstable: cfg!(tokio_unstable),
-        spawned_tasks_total: None,
-        blocking_threads: None,
-        idle_blocking_threads: None,
-        blocking_queue_depth: None,
-        remote_schedules_total: None,
-        budget_forced_yields_total: None,
-        io_driver_ready_total: None,
         workers_detail,
         hooks: crate::tasks::snapshot(),
         console_retention_ms: crate::console::retention().map(|d| d.as_millis() as u64),
+        ..TasksAnswer::new(
+            flavor,
+            m.num_workers() as u64,
+            m.num_alive_tasks() as u64,
+            m.global_queue_depth() as u64,
+        )
     };
     #[cfg(tokio_unstable)]
     {

@@ -10,14 +10,14 @@
 
 mod activity;
 pub mod attribution;
-pub mod ceiling;
+pub(crate) mod ceiling;
 pub mod confound;
 pub mod describe;
 pub mod gate;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod pprof;
 pub mod sensitivity;
-pub mod series;
+pub(crate) mod series;
 pub mod trend;
 
 use std::path::{Path, PathBuf};

@@ -9,9 +9,9 @@
 //! reads profiles back (bounded), for the sidecar's diff.
 
 mod build;
-pub mod names;
+pub(crate) mod names;
 pub mod proto;
-pub mod symbolize;
+pub(crate) mod symbolize;
 
 use std::io::{Read, Write};
 

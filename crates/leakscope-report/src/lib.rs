@@ -6,8 +6,8 @@
 //! inline), and every figure shown comes from the analysis of the run
 //! directories given.
 
-pub mod charts;
-pub mod html;
+pub(crate) mod charts;
+pub(crate) mod html;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -93,13 +93,7 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
                 flavor: #flavor,
                 worker_threads: #workers,
                 start_paused: #paused,
-                test: ::leakscope_test::TestId {
-                    package: ::core::env!("CARGO_PKG_NAME"),
-                    crate_name: ::core::env!("CARGO_CRATE_NAME"),
-                    bin_name: ::core::option_env!("CARGO_BIN_NAME"),
-                    module_path: ::core::module_path!(),
-                    name: ::core::stringify!(#name),
-                },
+                test: ::leakscope_test::test_id!(::core::stringify!(#name)),
             };
             ::leakscope_test::run_test(spec, #config, || async move {
                 let result: #ret = async move #body.await;

@@ -97,6 +97,42 @@ pub struct Spec {
     pub test: TestId,
 }
 
+impl Spec {
+    /// A spec as the attribute writes one with only `flavor` given: for a
+    /// test that calls [`check`] once per case of a table, each case named
+    /// by [`test_id!`].
+    pub fn new(flavor: Flavor, test: TestId) -> Self {
+        Spec {
+            flavor,
+            worker_threads: None,
+            start_paused: false,
+            test,
+        }
+    }
+
+    /// The attribute's `worker_threads = n`.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.worker_threads = Some(n);
+        self
+    }
+}
+
+/// The [`TestId`] of `name` in the calling crate and module, as
+/// `#[leakscope_test::test]` writes it (the package, crate, binary and
+/// module come from where the macro is used).
+#[macro_export]
+macro_rules! test_id {
+    ($name:expr) => {
+        $crate::TestId {
+            package: ::core::env!("CARGO_PKG_NAME"),
+            crate_name: ::core::env!("CARGO_CRATE_NAME"),
+            bin_name: ::core::option_env!("CARGO_BIN_NAME"),
+            module_path: ::core::module_path!(),
+            name: $name,
+        }
+    };
+}
+
 /// What a test body may return: `()` or a `Result` whose error fails it.
 pub trait TestOutput {
     fn into_result(self) -> Result<(), String>;

@@ -5,24 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leakscope_test::{check, Config, Flavor, Guard, Spec, TestId};
+use leakscope_test::{check, test_id, Config, Flavor, Guard, Spec};
 
 #[global_allocator]
 static ALLOC: leakscope_test::TrackingAllocator = leakscope_test::TrackingAllocator::system();
 
 fn spec(name: &'static str, flavor: Flavor) -> Spec {
-    Spec {
-        flavor,
-        worker_threads: None,
-        start_paused: false,
-        test: TestId {
-            package: "leakscope-test",
-            crate_name: "guarded",
-            bin_name: None,
-            module_path: "guarded",
-            name,
-        },
-    }
+    Spec::new(flavor, test_id!(name))
 }
 
 static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());

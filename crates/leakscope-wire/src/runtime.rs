@@ -51,6 +51,30 @@ pub struct TasksAnswer {
     pub console_retention_ms: Option<u64>,
 }
 
+impl TasksAnswer {
+    /// An answer with the figures stable tokio always gives; every
+    /// optional figure `null`, no workers' detail, no hooks, no console.
+    pub fn new(flavor: Flavor, workers: u64, alive_tasks: u64, global_queue_depth: u64) -> Self {
+        TasksAnswer {
+            flavor,
+            workers,
+            alive_tasks,
+            global_queue_depth,
+            tokio_unstable: false,
+            spawned_tasks_total: None,
+            blocking_threads: None,
+            idle_blocking_threads: None,
+            blocking_queue_depth: None,
+            remote_schedules_total: None,
+            budget_forced_yields_total: None,
+            io_driver_ready_total: None,
+            workers_detail: Vec::new(),
+            hooks: None,
+            console_retention_ms: None,
+        }
+    }
+}
+
 /// One worker thread's counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
@@ -70,23 +94,7 @@ mod tests {
 
     #[test]
     fn hooks_null_is_none_and_hooks_missing_is_an_error() {
-        let answer = TasksAnswer {
-            flavor: Flavor::CurrentThread,
-            workers: 1,
-            alive_tasks: 3,
-            global_queue_depth: 0,
-            tokio_unstable: false,
-            spawned_tasks_total: None,
-            blocking_threads: None,
-            idle_blocking_threads: None,
-            blocking_queue_depth: None,
-            remote_schedules_total: None,
-            budget_forced_yields_total: None,
-            io_driver_ready_total: None,
-            workers_detail: vec![],
-            hooks: None,
-            console_retention_ms: None,
-        };
+        let answer = TasksAnswer::new(Flavor::CurrentThread, 1, 3, 0);
         let mut v = serde_json::to_value(&answer).unwrap();
         assert_eq!(v["flavor"], "current_thread");
         let back: TasksAnswer = serde_json::from_value(v.clone()).unwrap();

@@ -11,12 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use leakscope_rundir::{Run, RunFile, SourceName, TargetEnd, UnixMs};
-
-/// Not a test: the target process, when re-executed (see `common`).
-#[test]
-fn target_process() {
-    common::target_process();
-}
+use test_targets::server;
 
 const SERVED: &str = "big.bin";
 
@@ -110,8 +105,8 @@ fn run_fd_leak(setup: &Setup, variant: &str, requests: &str) -> (Output, PathBuf
     let o = leakscope(
         &args,
         &[
-            (common::TARGET_ROOT_ENV, setup.root().to_str().unwrap()),
-            (common::TARGET_VARIANT_ENV, variant),
+            (server::ROOT_ENV, setup.root().to_str().unwrap()),
+            (server::VARIANT_ENV, variant),
         ],
     );
     (o, out)
@@ -133,7 +128,11 @@ fn run_records_the_fd_leak_with_the_served_file_on_top() {
     assert_eq!(meta.labels["scenario"], "fd-leak");
     assert_eq!(meta.labels["variant"], "leaky");
     assert_eq!(meta.target_end, Some(TargetEnd::Exited { code: 0 }));
-    assert!(meta.command.iter().any(|a| a == "target_process"));
+    assert!(
+        meta.command[0].ends_with("instrumented-server"),
+        "{:?}",
+        meta.command
+    );
     assert!(meta.pid > 0 && meta.ended_unix_ms.is_some());
     // Every source answered, nearly always: one tick in a hundred or so
     // may still fail on a loaded machine (and `error` keeps the first
@@ -400,6 +399,10 @@ fn closed_pipes_keep_every_commands_exit_status() {
     assert!(report.join("index.html").is_file());
 }
 
+/// The instrumented server's source, where its work's tasks are spawned
+/// and its memory allocated.
+const TARGET_SOURCE: &str = "test-targets/src/bin/instrumented-server.rs";
+
 #[test]
 fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
     let setup = Setup::new();
@@ -414,8 +417,8 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         .arg(&out)
         .arg("--")
         .args(common::target_command())
-        .env(common::TARGET_ROOT_ENV, setup.root())
-        .env(common::TARGET_WORK_ENV, format!("40,64,{}", go.display()))
+        .env(server::ROOT_ENV, setup.root())
+        .env(server::WORK_ENV, format!("40,64,{}", go.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
@@ -445,7 +448,7 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
             s.tasks.as_ref().map_or(0, |c| {
                 c.by_location
                     .iter()
-                    .filter(|(l, _)| l.contains("tests/common/mod.rs"))
+                    .filter(|(l, _)| l.contains(TARGET_SOURCE))
                     .map(|(_, n)| n)
                     .sum()
             })
@@ -473,7 +476,7 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         .max_by_key(|(_, n)| **n)
         .map(|(loc, _)| loc.clone())
         .unwrap();
-    assert!(site.contains("tests/common/mod.rs"), "{site}");
+    assert!(site.contains(TARGET_SOURCE), "{site}");
     // From the first sample the console answered (the recorder may have
     // sampled once or twice before its stream was up); from there on,
     // every sample has it.
@@ -507,11 +510,13 @@ fn tasks_are_counted_by_spawn_location_and_heap_growth_is_seen() {
         .iter()
         .find_map(|s| s.own.map(|i| (&s.frames[i], s.growth)))
         .expect("an allocation site in the target's own code");
-    assert!(own.0.file.ends_with("tests/common/mod.rs"), "{own:?}");
+    assert!(own.0.file.ends_with(TARGET_SOURCE), "{own:?}");
     // Named as go tool pprof names it: the qualified path of the async
     // block that allocates, not `{async_block#0}`.
     assert!(
-        own.0.function.starts_with("cli::common::target_process::"),
+        own.0
+            .function
+            .starts_with("instrumented_server::work_on_signal::"),
         "{own:?}"
     );
     assert!(own.1 >= 32.0 * 1024.0 * 1024.0, "{own:?}");
@@ -901,9 +906,9 @@ fn the_agent_counts_leaked_tasks_exactly_and_the_dump_finds_them_parked() {
         .map(String::as_str)
         .collect::<Vec<_>>(),
         &[
-            (common::TARGET_ROOT_ENV, setup.root().to_str().unwrap()),
-            (common::TARGET_VARIANT_ENV, "leaky"),
-            (common::TARGET_HOOKS_ENV, "1"),
+            (server::ROOT_ENV, setup.root().to_str().unwrap()),
+            (server::VARIANT_ENV, "leaky"),
+            (server::HOOKS_ENV, "1"),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));

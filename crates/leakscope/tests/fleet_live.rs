@@ -24,12 +24,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fleet_support::live::{self, Replica};
 use serde_json::Value;
 
-/// Not a test: a replica, when re-executed (see `fleet_support::live`).
-#[test]
-fn fleet_live_target() {
-    live::target_process();
-}
-
 /// The scenario's file: far larger than what the load reads (64 KiB) plus
 /// what loopback's socket buffers take, so every download is aborted
 /// mid-send and the leaky handler's early return is taken every time.

@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use leakscope_rundir::{Run, RunWriter, Sample, SEAL_EVERY};
 
-/// Not a test: the target process, when re-executed (see `common`).
-#[test]
-fn target_process() {
-    common::target_process();
-}
-
 /// The bounds of the issue: a day of `record --pid` at the default
 /// interval within 100 MB of disk and 50 MB of leakscope's RSS, and
 /// `check` reading it within 300 MB.

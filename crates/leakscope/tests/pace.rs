@@ -18,12 +18,6 @@ use leakscope_rundir::{Meta, Run, RunWriter};
 
 mod common;
 
-/// Not a test: the target process, when re-executed (see `common`).
-#[test]
-fn target_process() {
-    common::target_process();
-}
-
 const INTERVAL: Duration = Duration::from_millis(250);
 /// The burst: this long, or this many requests, whichever comes first.
 const BURST: Duration = Duration::from_secs(4);
@@ -161,40 +155,6 @@ async fn ticks_hold_4_hz_through_a_connection_churn_burst() {
     );
 }
 
-const MANY_FDS_ENV: &str = "LEAKSCOPE_TEST_MANY_FDS";
-
-/// Not a test: when re-executed with `MANY_FDS_ENV=N`, holds N open fds
-/// (a leak grown large) until its stdin closes.
-#[test]
-fn many_fds_process() {
-    let Ok(n) = std::env::var(MANY_FDS_ENV) else {
-        return;
-    };
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    // As many as asked, within the hard limit (raising it needs
-    // CAP_SYS_RESOURCE, which a container may not give).
-    let hard = getrlimit(Resource::Nofile).maximum;
-    let n = n
-        .parse::<u64>()
-        .unwrap()
-        .min(hard.map_or(u64::MAX, |h| h - 64));
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(n + 64),
-            maximum: hard,
-        },
-    )
-    .unwrap();
-    let held: Vec<std::fs::File> = (0..n)
-        .map(|_| std::fs::File::open("/dev/null").unwrap())
-        .collect();
-    println!();
-    println!("HOLDING {}", held.len());
-    let mut rest = String::new();
-    let _ = std::io::stdin().read_to_string(&mut rest);
-}
-
 /// A procfs read longer than the interval (a target holding tens of
 /// thousands of fds: a readlink each) loses that tick's reading, never the
 /// pace: ticks still come every interval, the late ones without `proc`,
@@ -202,14 +162,8 @@ fn many_fds_process() {
 /// it, so the premise holds on any machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_longer_than_the_interval_costs_its_reading_not_the_pace() {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "many_fds_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(MANY_FDS_ENV, "60000")
+    let mut child = std::process::Command::new(test_targets::path(test_targets::Bin::FdHolder))
+        .args(["dev-null", "60000"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -217,11 +171,13 @@ async fn a_read_longer_than_the_interval_costs_its_reading_not_the_pace() {
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("HOLDING") {
+    while !line.starts_with(test_targets::fd_holder::HOLDING) {
         line.clear();
         assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
     }
-    let fds: u64 = line.trim()["HOLDING ".len()..].parse().unwrap();
+    let fds: u64 = line.trim()[test_targets::fd_holder::HOLDING.len()..]
+        .parse()
+        .unwrap();
     let pid = child.id();
     let proc = ProcSource::new(pid as i32).unwrap();
     // How long one read of this target takes here, the fastest of three.

@@ -1,52 +1,14 @@
 //! The procfs source on real processes: this test process (whose fds it
 //! opens itself) and a child that exits.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Child;
 
 use leakscope::sources::procfs::{ProcSource, ProcSourceError, SocketWay};
 use leakscope_rundir::ProcSample;
+use test_targets::{fd_holder, Bin};
 
-const CHILD_ENV: &str = "LEAKSCOPE_TEST_FD_CHILD";
-
-/// Not a test: the child process, when re-executed with `CHILD_ENV` set to
-/// "DIR PEER": opens 7 + 2 files, 5 per-request logs, a pipe, a unix socket
-/// pair, a listener with 3 connections to itself, and 2 connections to
-/// PEER, which the parent closes (CLOSE_WAIT).
-#[test]
-fn fd_child_process() {
-    let Ok(arg) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (dir, peer) = arg.split_once(' ').unwrap();
-    let dir = std::path::Path::new(dir);
-    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-    for (name, n) in [("served.bin", 7), ("other.bin", 2)] {
-        for _ in 0..n {
-            keep.push(Box::new(std::fs::File::open(dir.join(name)).unwrap()));
-        }
-    }
-    for i in 1..=5 {
-        let log = dir.join("logs-12").join(format!("req-{i}.log"));
-        keep.push(Box::new(std::fs::File::create(log).unwrap()));
-    }
-    keep.push(Box::new(std::io::pipe().unwrap()));
-    keep.push(Box::new(std::os::unix::net::UnixStream::pair().unwrap()));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    for _ in 0..3 {
-        let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (s, _) = listener.accept().unwrap();
-        keep.push(Box::new((c, s)));
-    }
-    keep.push(Box::new(listener));
-    for _ in 0..2 {
-        keep.push(Box::new(TcpStream::connect(peer).unwrap()));
-    }
-    println!("CHILD READY");
-    std::thread::sleep(std::time::Duration::from_secs(60));
-}
-
-/// The child of [`fd_child_process`], ready, and its peer's two
+/// test-targets' `fd-holder`, ready, and its peer's two
 /// connections closed.
 struct FdChild {
     child: Child,
@@ -62,14 +24,10 @@ impl FdChild {
         std::fs::create_dir(dir.path().join("logs-12")).unwrap();
         let peer = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer_addr = peer.local_addr().unwrap();
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "fd_child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, format!("{} {peer_addr}", dir.path().display()))
+        let mut child = std::process::Command::new(test_targets::path(Bin::FdHolder))
+            .arg("kinds")
+            .arg(dir.path())
+            .arg(peer_addr.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -77,7 +35,7 @@ impl FdChild {
             .unwrap();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        while !line.contains("CHILD READY") {
+        while !line.contains(fd_holder::READY) {
             line.clear();
             assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
         }
@@ -209,57 +167,39 @@ fn a_process_that_exits_is_reported_gone() {
     }
 }
 
-const NETNS_CHILD_ENV: &str = "LEAKSCOPE_TEST_NETNS_CHILD";
-
-/// Not a test: the child of the namespace test, re-executed under
-/// `unshare -n`: a listener in a network namespace of its own.
-#[test]
-fn netns_child_process() {
-    if std::env::var(NETNS_CHILD_ENV).is_err() {
-        return;
-    }
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    println!("PORT {}", listener.local_addr().unwrap().port());
-    std::thread::sleep(std::time::Duration::from_secs(60));
-}
-
 /// A target in another network namespace is read in its own: the netlink
 /// socket is opened there. Creating the namespace needs CAP_SYS_ADMIN, as
 /// reading another's does; without it there is nothing to test here (the
-/// fallback is `/proc/PID/net`, the other test's comparison).
+/// fallback is `/proc/PID/net`, the other test's comparison), so `cargo
+/// test` lists it as ignored, and `cargo xtask test` runs it where
+/// `unshare -n` works.
 #[test]
+#[ignore = "needs unshare(1) and CAP_SYS_ADMIN: cargo xtask test runs it where they are"]
 fn a_target_in_another_network_namespace_is_read_in_its_own() {
-    let Ok(mut child) = std::process::Command::new("unshare")
+    let mut child = std::process::Command::new("unshare")
         .arg("-n")
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "netns_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_CHILD_ENV, "1")
+        .arg(test_targets::path(Bin::FdHolder))
+        .arg("listener")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        eprintln!("no unshare(1): skipped");
-        return;
-    };
+        .expect("unshare(1)");
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    // libtest prints the test's name before it on the same line.
-    while !line.contains("PORT ") {
-        line.clear();
-        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-            // unshare refused (no CAP_SYS_ADMIN): the child never ran.
-            child.wait().unwrap();
-            eprintln!("cannot create a network namespace here: skipped");
-            return;
-        }
+    if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+        let o = child.wait_with_output().unwrap();
+        panic!(
+            "unshare -n refused ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
-    let port = line.rsplit("PORT ").next().unwrap_or("").trim().to_string();
+    let port = line
+        .strip_prefix(fd_holder::PORT)
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim()
+        .to_string();
     let source = ProcSource::new(child.id() as i32).unwrap();
     let sample = source.sample().unwrap();
     let way = source.socket_way();
@@ -274,66 +214,12 @@ fn a_target_in_another_network_namespace_is_read_in_its_own() {
     );
 }
 
-const CHURN_CHILD_ENV: &str = "LEAKSCOPE_TEST_CHURN_CHILD";
-
-/// Not a test: the child of the churn test. Holds a listener and 3
-/// connections to it; on each line of stdin closes them and opens 3 new
-/// ones (new inodes, new ports), then says "DONE".
-#[test]
-fn churn_child_process() {
-    let Ok(n) = std::env::var(CHURN_CHILD_ENV) else {
-        return;
-    };
-    // Connections per round: both ends are ours, so twice the fds.
-    let n: usize = n.parse().unwrap_or(3);
-    raise_nofile(2 * n as u64 + 64);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connect = || -> Vec<(TcpStream, TcpStream)> {
-        (0..n)
-            .map(|_| {
-                let c = TcpStream::connect(addr).unwrap();
-                (c, listener.accept().unwrap().0)
-            })
-            .collect()
-    };
-    let mut held = connect();
-    println!("DONE");
-    for _ in std::io::BufRead::lines(std::io::stdin().lock()) {
-        drop(held);
-        held = connect();
-        println!("DONE");
-    }
-}
-
-/// RLIMIT_NOFILE at least `want` (root may raise the hard limit too).
-fn raise_nofile(want: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let now = getrlimit(Resource::Nofile);
-    if now.current.is_some_and(|c| c >= want) {
-        return;
-    }
-    let hard = now.maximum.map_or(want, |m| m.max(want));
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(want),
-            maximum: Some(hard),
-        },
-    );
-}
-
 /// Spawns the churn child with `n` connections a round; its stdin and a
-/// reader that waits for its "DONE".
+/// reader that waits for its ready line.
 fn churn_child(n: usize) -> (std::process::Child, std::process::ChildStdin, impl FnMut()) {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "churn_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHURN_CHILD_ENV, n.to_string())
+    let mut child = std::process::Command::new(test_targets::path(Bin::FdHolder))
+        .arg("churn")
+        .arg(n.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -343,7 +229,7 @@ fn churn_child(n: usize) -> (std::process::Child, std::process::ChildStdin, impl
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let done = move || {
         let mut line = String::new();
-        while !line.contains("DONE") {
+        while !line.contains(fd_holder::READY) {
             line.clear();
             assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
         }

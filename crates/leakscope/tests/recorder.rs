@@ -15,12 +15,6 @@ mod common;
 
 use common::spawn_target;
 
-/// Not a test: the target process, when re-executed (see `common`).
-#[test]
-fn target_process() {
-    common::target_process();
-}
-
 fn meta(pid: u32) -> Meta {
     Meta {
         schema_version: SCHEMA_VERSION,

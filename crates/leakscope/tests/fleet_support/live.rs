@@ -1,5 +1,7 @@
 //! A live fleet on loopback: download-server replicas, each a process of
-//! its own (this test binary, re-executed) with leakscope-agent beside it,
+//! its own (test-targets' `instrumented-server`, without the console
+//! layer, whose retention of finished tasks would grow every replica's
+//! memory with the load) with leakscope-agent beside it,
 //! and a real Prometheus scraping them every second.
 //!
 //! A replica has two scrape targets, as a service with a separate agent
@@ -15,44 +17,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_targets::server;
 
 use super::{free_port, http, spawn, wait_ready, Server};
-
-/// Set to the directory to serve, in the re-executed child.
-const ROOT_ENV: &str = "LEAKSCOPE_FLEET_LIVE_ROOT";
-/// "leaky" or "fixed": the scenario variant the child serves.
-const VARIANT_ENV: &str = "LEAKSCOPE_FLEET_LIVE_VARIANT";
-
-/// The body of the `fleet_live_target` test: returns at once unless
-/// re-executed as a replica. Prints `agent on ADDR` and `server on ADDR`,
-/// each on its own line, then serves until killed. No tokio-console layer:
-/// its retention of finished tasks would grow every replica's memory with
-/// the load, which is the console's cost, not the service's.
-pub fn target_process() {
-    let (Ok(root), Ok(variant)) = (std::env::var(ROOT_ENV), std::env::var(VARIANT_ENV)) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let agent = leakscope_agent::Agent::builder()
-            .listen(Some("127.0.0.1:0".parse().unwrap()))
-            .start()
-            .unwrap();
-        let mut c = download_server::Config::new(root);
-        c.listen = "127.0.0.1:0".parse().unwrap();
-        c.variant = Some(clap::ValueEnum::from_str(&variant, false).unwrap());
-        let server = download_server::Server::bind(c).await.unwrap();
-        println!();
-        println!("agent on {}", agent.local_addr().unwrap());
-        println!("server on {}", server.local_addr());
-        server.run(std::future::pending::<()>()).await;
-    });
-    std::process::exit(0);
-}
 
 /// One replica process, killed and reaped when dropped.
 pub struct Replica {
@@ -73,20 +40,15 @@ impl Drop for Replica {
 /// addresses (bounded: a loaded machine may take a while to start a debug
 /// binary, but not a minute).
 pub fn replica(name: &str, root: &Path, variant: &str) -> Replica {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fleet_live_target",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROOT_ENV, root)
-        .env(VARIANT_ENV, variant)
+    let mut child = Command::new(test_targets::path(test_targets::Bin::InstrumentedServer))
+        .env(server::ROOT_ENV, root)
+        .env(server::VARIANT_ENV, variant)
+        .env(server::NO_CONSOLE_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("re-executing the test binary as a replica");
+        .expect("starting a replica");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -108,9 +70,9 @@ pub fn replica(name: &str, root: &Path, variant: &str) -> Replica {
         let line = rx
             .recv_timeout(left)
             .unwrap_or_else(|e| panic!("replica {name} did not print its addresses: {e}"));
-        if let Some(a) = line.strip_prefix("agent on ") {
+        if let Some(a) = line.strip_prefix(server::AGENT_LINE) {
             r.agent = a.into();
-        } else if let Some(a) = line.strip_prefix("server on ") {
+        } else if let Some(a) = line.strip_prefix(server::SERVER_LINE) {
             r.server = a.into();
         }
     }
