@@ -153,13 +153,7 @@ pub fn run() -> Outcome {
 pub fn unused_dependencies() -> Outcome {
     let mut out = Outcome::default();
     let what = "cargo machete (unused dependencies)".to_string();
-    let installed = Command::new(workspace::cargo())
-        .args(["machete", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
+    let Some(machete) = cargo_installed("cargo-machete") else {
         let why = format!("{what}: needs cargo-machete (cargo install --locked cargo-machete)");
         if std::env::var_os(REQUIRE_ENV).is_some() {
             eprintln!("xtask test: {why}, and {REQUIRE_ENV} is set");
@@ -168,12 +162,32 @@ pub fn unused_dependencies() -> Outcome {
             out.skipped.push(why);
         }
         return out;
-    }
+    };
     eprintln!("xtask test: {what}");
-    let mut cmd = Command::new(workspace::cargo());
-    cmd.arg("machete").current_dir(workspace::root());
+    let mut cmd = Command::new(machete);
+    cmd.current_dir(workspace::root());
     if !crate::passes(cmd) {
         out.failed.push(what);
     }
     out
+}
+
+/// A binary `cargo install` put on PATH or in `$CARGO_HOME/bin` (which a
+/// shell's PATH may lack), run directly rather than as a cargo subcommand.
+fn cargo_installed(name: &str) -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(home.map(|h| h.join("bin")))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
 }
