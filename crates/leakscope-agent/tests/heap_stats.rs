@@ -52,14 +52,18 @@ async fn stats_follow_allocations() {
     let after = stat(addr, "allocated");
     // jemalloc counts objects parked in thread caches as allocated until a
     // cache is flushed, so `allocated` moves by the allocation ± a few KiB of
-    // cache slack (2,480 bytes low in one run); `requested_live_bytes` is exact.
+    // cache slack (2,480 bytes low in one run). `requested_live_bytes` counts
+    // every byte, but each thread publishes its counts in batches (at most
+    // 256 KiB held back, the allocator's FLUSH_BYTES): a free of this
+    // thread's held back before the first reading may be published with the
+    // 64 MiB (1,454 bytes in one run).
     assert!(
         during + 64 * 1024 >= before + 64 * MIB,
         "allocated rose by {} bytes, expected 64 MiB (± 64 KiB)",
         during as i64 - before as i64
     );
     assert!(
-        live_during >= live_before + 64 * MIB,
+        live_during + 256 * 1024 >= live_before + 64 * MIB,
         "requested_live_bytes rose by {}",
         live_during as i64 - live_before as i64
     );
