@@ -239,3 +239,18 @@ async fn a_rate_spaces_requests_out() {
     bad.rate = Some(0.0);
     assert!(Load::start(bad).is_err());
 }
+
+/// Latency is each request's time to its last byte: a reader held to
+/// 256 KiB/s over a 512 KiB file takes at least 2 s, whatever the machine.
+#[tokio::test]
+async fn latency_is_the_time_to_the_last_byte() {
+    let t = target().await;
+    let mut p = plan(t.addr, "/files/small.bin", "slow:256KiB/s", "2");
+    p.max_requests = Some(2);
+    let s = Load::start(p).unwrap().finish().await;
+    assert_eq!(s.counts.done, 2, "{s:?}");
+    let l = s.latency.expect("latency of two done requests");
+    assert!(l.p50 >= Duration::from_millis(1_900), "{l:?}");
+    assert!(l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
+    assert!(l.max < Duration::from_secs(30), "{l:?}");
+}

@@ -131,6 +131,35 @@ impl Counters {
     }
 }
 
+/// Latency of the completed requests (`done`), from when each was sent to
+/// its last body byte. Under a rate, a request sent late because its worker
+/// was still waiting for an answer counts from its slot instead, so a
+/// server that falls behind shows its queue (wrk2's correction for
+/// coordinated omission); one sent late by the timer's tick does not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Per-worker latency histograms in microseconds, 3 significant digits,
+/// up to an hour (longer is clamped there).
+type Histogram = hdrhistogram::Histogram<u64>;
+
+fn histogram() -> Histogram {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn latency(h: &Histogram) -> Option<Latency> {
+    let us = |v: u64| Duration::from_micros(v);
+    (!h.is_empty()).then(|| Latency {
+        p50: us(h.value_at_quantile(0.5)),
+        p99: us(h.value_at_quantile(0.99)),
+        max: us(h.max()),
+    })
+}
+
 /// What a finished load did.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -141,6 +170,8 @@ pub struct Summary {
     /// Requests still running when the load's time ran out; cut, and counted
     /// neither done nor failed.
     pub cut: u64,
+    /// `None` when no request completed.
+    pub latency: Option<Latency>,
 }
 
 impl Summary {
@@ -154,7 +185,7 @@ impl Summary {
 pub struct Load {
     counters: Arc<Counters>,
     cancel: CancellationToken,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<tokio::task::JoinHandle<Histogram>>,
     start: Instant,
 }
 
@@ -225,11 +256,14 @@ impl Load {
     /// Waits for the load to end by itself (time or request budget) or by
     /// [`Load::stop`].
     pub async fn finish(mut self) -> Summary {
+        let mut latencies = histogram();
         for w in std::mem::take(&mut self.workers) {
             // A worker only ends by returning; a panic there is a bug worth
             // surfacing in the failure list rather than a crash of the host.
-            if let Err(e) = w.await {
-                self.counters.fail(format!("load worker died: {e}"));
+            match w.await {
+                // Same bounds, so adding cannot fail.
+                Ok(h) => latencies.add(h).expect("histograms of the same bounds"),
+                Err(e) => self.counters.fail(format!("load worker died: {e}")),
             }
         }
         self.cancel.cancel();
@@ -245,6 +279,7 @@ impl Load {
             counts,
             elapsed: self.start.elapsed(),
             failures,
+            latency: latency(&latencies),
         }
     }
 }
@@ -272,7 +307,9 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(self) {
+    /// Runs until the load ends; the latencies of its completed requests.
+    async fn run(self) -> Histogram {
+        let mut latencies = histogram();
         let mut active = false;
         loop {
             if self.cancel.is_cancelled() {
@@ -298,11 +335,22 @@ impl Worker {
                 }
             }
             let Some(n) = self.take_request() else { break };
+            let mut sent = Instant::now();
             if let Some(rate) = self.plan.rate {
                 let due = self.start + Duration::from_secs_f64(n as f64 / rate);
-                tokio::select! {
-                    _ = self.cancel.cancelled() => break,
-                    _ = tokio::time::sleep_until(due.into()) => {}
+                if due > sent {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(due.into()) => {}
+                    }
+                    // Woken by the timer, up to its 1 ms tick late: that
+                    // lateness is ours, not the server's.
+                    sent = Instant::now();
+                } else {
+                    // Behind: the request waited for this worker's last
+                    // answer, and that wait is the server's (wrk2's
+                    // coordinated-omission correction).
+                    sent = due;
                 }
             }
             let url = &self.plan.urls[(n % self.plan.urls.len() as u64) as usize];
@@ -315,7 +363,11 @@ impl Worker {
                 }
             };
             match outcome {
-                Outcome::Done => self.counters.done.fetch_add(1, Ordering::Relaxed),
+                Outcome::Done => {
+                    let us = sent.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                    latencies.saturating_record(us.max(1));
+                    self.counters.done.fetch_add(1, Ordering::Relaxed)
+                }
                 Outcome::Aborted => self.counters.aborted.fetch_add(1, Ordering::Relaxed),
                 Outcome::Failed(reason) => {
                     tracing::debug!(%url, %reason, "request failed");
@@ -329,6 +381,7 @@ impl Worker {
         if active {
             self.counters.workers.fetch_sub(1, Ordering::Relaxed);
         }
+        latencies
     }
 
     /// The next request number, or `None` when the budget is spent.

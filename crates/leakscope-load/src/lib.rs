@@ -28,7 +28,7 @@
 
 mod driver;
 
-pub use driver::{Counters, Counts, Load, Plan, PlanError, Summary};
+pub use driver::{Counters, Counts, Latency, Load, Plan, PlanError, Summary};
 /// The patterns and their spellings live in their own crate, so a
 /// scenario table can name its load without depending on the driver.
 pub use leakscope_loadspec::{ByteRange, Concurrency, Pattern, SpecError};

@@ -32,6 +32,9 @@ pub async fn run(args: LoadOnlyArgs) -> Result<()> {
             "bytes": c.bytes,
             "seconds": summary.elapsed.as_secs_f64(),
             "requests_per_sec": summary.requests_per_sec(),
+            "latency_p50_ms": summary.latency.map(|l| l.p50.as_secs_f64() * 1e3),
+            "latency_p99_ms": summary.latency.map(|l| l.p99.as_secs_f64() * 1e3),
+            "latency_max_ms": summary.latency.map(|l| l.max.as_secs_f64() * 1e3),
         })
     );
     // A load that served nothing measured nothing: scripts must see that.

@@ -341,6 +341,14 @@ pub fn print_load(l: &Summary) {
                 .display()
                 .iec()
         );
+        if let Some(lat) = l.latency {
+            tell!(
+                "  latency of the done requests: p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+                lat.p50,
+                lat.p99,
+                lat.max
+            );
+        }
         for (reason, n) in &l.failures {
             tell!("  failed {n}×: {reason}");
         }
