@@ -9,6 +9,7 @@
 
 mod catalogue;
 mod console;
+mod cost;
 mod expect;
 mod guarded;
 mod profile;
@@ -61,6 +62,8 @@ struct BenchArgs {
     only: Option<BenchKind>,
     #[command(flatten)]
     versus: versus::VersusArgs,
+    #[command(flatten)]
+    cost: cost::CostArgs,
     #[arg(last = true)]
     cargo_args: Vec<String>,
 }
@@ -77,6 +80,9 @@ enum BenchKind {
     DayLong,
     /// The criterion benchmarks (`cargo bench -p leakscope-agent`)
     Criterion,
+    /// CPU per request at a fixed rate: the server without the agent, with
+    /// it, with the sidecar attached, and nginx
+    Cost,
 }
 
 /// Each run: what it covers, and cargo's arguments.
@@ -230,6 +236,12 @@ fn bench_script(name: &str) -> bool {
 fn bench(args: &BenchArgs) -> ExitCode {
     let mut ok = true;
     let wanted = |kind| args.only.is_none_or(|only| only == kind);
+    if wanted(BenchKind::Cost) {
+        if let Err(e) = cost::run(&args.cost) {
+            eprintln!("xtask bench: cost: {e:#}");
+            ok = false;
+        }
+    }
     if wanted(BenchKind::Nginx) {
         if let Err(e) = versus::run(&args.versus) {
             eprintln!("xtask bench: against nginx: {e:#}");
@@ -275,5 +287,17 @@ fn main() -> ExitCode {
         Cmd::Profile(args) => profile::run(args),
         Cmd::Console(args) => console::run(args),
         Cmd::Zoo(args) => zoo::run(args),
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap's own consistency checks (unique argument names across
+    /// flattened groups, valid defaults), which otherwise fire only when
+    /// the command runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

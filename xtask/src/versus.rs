@@ -72,7 +72,7 @@ pub struct VersusArgs {
 }
 
 /// The executables the comparison needs, or why it is skipped.
-fn tools() -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn tools() -> Result<(PathBuf, PathBuf), String> {
     let find = |name: &str| {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
@@ -108,7 +108,7 @@ pub fn run(args: &VersusArgs) -> Result<bool> {
     let dir = workspace::target_dir().join("xtask-bench");
     let www = files(&dir)?;
     let mut nginx = Nginx::start(&nginx_bin, &dir, &www)?;
-    let mut server = Server::start(&server_bin, &www.join("files"))?;
+    let mut server = Server::start(&server_bin, &www.join("files"), &[])?;
     let mut table: Vec<[Vec<Round>; 2]> = LOADS.iter().map(|_| [vec![], vec![]]).collect();
     let total = args.rounds as usize * LOADS.len() * 2;
     let mut done = 0;
@@ -161,7 +161,7 @@ fn raise_nofile() {
 
 /// The served tree, generated: `www/files/{4k,1m}.bin` of pseudo-random
 /// bytes (incompressible, though neither side compresses).
-fn files(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn files(dir: &Path) -> Result<PathBuf> {
     let www = dir.join("www");
     let files = www.join("files");
     std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
@@ -203,13 +203,13 @@ fn wait_connectable(addr: SocketAddr, child: &mut Child, what: &str) -> Result<(
     Ok(())
 }
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Nginx {
-    fn start(bin: &Path, dir: &Path, www: &Path) -> Result<Self> {
+    pub(crate) fn start(bin: &Path, dir: &Path, www: &Path) -> Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let conf = dir.join("nginx.conf");
         let temp = dir.join("nginx-temp");
@@ -266,7 +266,7 @@ http {{
     }
 
     /// The master and its workers: their CPU time is nginx's.
-    fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         let master = self.child.id();
         let mut pids = vec![master];
         if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -308,17 +308,22 @@ impl Drop for Nginx {
     }
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    /// The agent's address, when `extra` asked for one (`--debug-listen`).
+    pub(crate) debug: Option<SocketAddr>,
 }
 
 impl Server {
-    fn start(bin: &Path, root: &Path) -> Result<Self> {
+    /// The release server on a free port, admission never refusing, with
+    /// `extra` arguments.
+    pub(crate) fn start(bin: &Path, root: &Path, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0", "--max-inflight", "100000"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -326,10 +331,13 @@ impl Server {
             .context("starting download-server")?;
         let stdout = child.stdout.take().context("download-server's stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut debug = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
+                    if let Some(a) = line.strip_prefix("debug listening on ") {
+                        debug = Some(a.parse().context("the agent's address")?);
+                    } else if let Some(a) = line.strip_prefix("listening on ") {
                         break a.parse().context("download-server's address")?;
                     }
                 }
@@ -339,7 +347,11 @@ impl Server {
                 }
             }
         };
-        Ok(Self { child, addr })
+        Ok(Self { child, addr, debug })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn stop(&mut self) {

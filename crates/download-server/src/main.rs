@@ -13,6 +13,18 @@ use download_server::signing::Signer;
 use download_server::{Config, Server};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+#[cfg(all(feature = "plain-jemalloc", feature = "agent"))]
+compile_error!(
+    "download-server: `plain-jemalloc` is the build without the agent (the cost \
+     benchmark's baseline); build it with --no-default-features --features plain-jemalloc"
+);
+
+/// The baseline build's allocator: jemalloc as the agent's build has it,
+/// without the agent's counters, heap profiling or task hooks.
+#[cfg(all(feature = "plain-jemalloc", not(feature = "agent")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -130,7 +142,7 @@ struct DebugArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
     console: Option<SocketAddr>,
     /// Where a dhat build writes its heap profile on shutdown.
-    #[arg(long, value_name = "PATH", default_value = leakscope_agent::DHAT_FILE)]
+    #[arg(long, value_name = "PATH", default_value = leakscope_wire::DHAT_FILE)]
     dhat_file: PathBuf,
 }
 
@@ -219,6 +231,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     let root = args
         .root
         .context("--root DIR is required (the directory to serve)")?;
+    #[cfg(feature = "agent")]
     let agent = leakscope_agent::Agent::builder()
         .listen(args.debug.debug_listen)
         .allow_remote(args.debug.debug_allow_remote)
@@ -227,6 +240,10 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
         .context(
             "starting the debug agent (--debug-listen; --debug-allow-remote permits non-loopback)",
         )?;
+    #[cfg(not(feature = "agent"))]
+    if let Some(addr) = args.debug.debug_listen {
+        bail!("--debug-listen {addr}: this build has no agent (built without the `agent` feature)");
+    }
     let mut config = Config::new(root);
     config.listen = args.listen;
     config.max_inflight = args.max_inflight.get();
@@ -244,6 +261,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     // Lines on stdout that tools parse; `listening on` comes last and means
     // ready.
     let mut stdout = std::io::stdout().lock();
+    #[cfg(feature = "agent")]
     if let Some(debug) = agent.local_addr() {
         writeln!(stdout, "debug listening on {debug}")?;
     }
@@ -254,6 +272,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     stdout.flush()?;
     drop(stdout);
     server.run(shutdown_signal()).await;
+    #[cfg(feature = "agent")]
     agent.shutdown().await;
     Ok(())
 }
@@ -262,23 +281,8 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
 /// tokio-console. The env filter sits on the log layer only: as a global
 /// filter it would also hide tokio's task spans from the console.
 fn init_tracing(debug: &DebugArgs) -> Result<Option<SocketAddr>> {
-    use leakscope_agent::console::{self, ConsoleConfig};
     use tracing_subscriber::prelude::*;
-    let config = match debug.console {
-        Some(addr) => Some(ConsoleConfig {
-            addr,
-            allow_remote: debug.debug_allow_remote,
-            ..ConsoleConfig::default()
-        }),
-        None => ConsoleConfig::from_env()?,
-    };
-    let (layer, addr) = match config {
-        Some(config) => {
-            let (layer, addr) = console::spawn(&config).context("starting the console endpoint")?;
-            (Some(layer), Some(addr))
-        }
-        None => (None, None),
-    };
+    let (layer, addr) = console_layer(debug)?.unzip();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::registry()
@@ -290,6 +294,52 @@ fn init_tracing(debug: &DebugArgs) -> Result<Option<SocketAddr>> {
         )
         .init();
     Ok(addr)
+}
+
+/// The console's layer, boxed: its type is the agent's to choose.
+type ConsoleLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// tokio-console's layer and address, when asked for.
+#[cfg(feature = "agent")]
+fn console_layer(debug: &DebugArgs) -> Result<Option<(ConsoleLayer, SocketAddr)>> {
+    use leakscope_agent::console::{self, ConsoleConfig};
+    let config = match debug.console {
+        Some(addr) => Some(ConsoleConfig {
+            addr,
+            allow_remote: debug.debug_allow_remote,
+            ..ConsoleConfig::default()
+        }),
+        None => ConsoleConfig::from_env()?,
+    };
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let (layer, addr) = console::spawn(&config).context("starting the console endpoint")?;
+    Ok(Some((Box::new(layer), addr)))
+}
+
+/// Without the agent there is no console: asking for one is an error.
+#[cfg(not(feature = "agent"))]
+fn console_layer(debug: &DebugArgs) -> Result<Option<(ConsoleLayer, SocketAddr)>> {
+    match debug.console {
+        Some(addr) => {
+            bail!("--console {addr}: this build has no agent (built without the `agent` feature)")
+        }
+        None => Ok(None),
+    }
+}
+
+/// What Runtime::new() builds, plus (with the agent) its task hooks: live
+/// tasks by spawn site at /debug/tasks, counted exactly.
+fn runtime() -> tokio::runtime::Builder {
+    #[cfg(feature = "agent")]
+    return leakscope_agent::tasks::runtime();
+    #[cfg(not(feature = "agent"))]
+    {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.enable_all();
+        b
+    }
 }
 
 fn main() -> Result<()> {
@@ -312,9 +362,7 @@ fn main() -> Result<()> {
         }
         None => {
             let console = init_tracing(&cli.serve.debug)?;
-            // What Runtime::new() builds, plus the agent's task hooks: live
-            // tasks by spawn site at /debug/tasks, counted exactly.
-            leakscope_agent::tasks::runtime()
+            runtime()
                 .build()
                 .context("starting the tokio runtime")?
                 .block_on(serve(cli.serve, console))
