@@ -122,6 +122,20 @@ pub mod counting {
     }
 
     impl Local {
+        /// One event of `size` bytes into `events` and `bytes` (this
+        /// thread's allocation or free cells); publishes when either
+        /// reaches its limit.
+        #[inline(always)]
+        fn count(&self, events: &Cell<u64>, bytes: &Cell<u64>, size: usize) {
+            let n = events.get() + 1;
+            let b = bytes.get() + size as u64;
+            events.set(n);
+            bytes.set(b);
+            if n >= self.flush_at.get() || b >= FLUSH_BYTES {
+                self.flush();
+            }
+        }
+
         #[cold]
         #[inline(never)]
         fn flush(&self) {
@@ -170,28 +184,12 @@ pub mod counting {
 
     #[inline]
     fn on_alloc(size: usize) {
-        LOCAL.with(|l| {
-            let n = l.allocs.get() + 1;
-            let bytes = l.alloc_bytes.get() + size as u64;
-            l.allocs.set(n);
-            l.alloc_bytes.set(bytes);
-            if n >= l.flush_at.get() || bytes >= FLUSH_BYTES {
-                l.flush();
-            }
-        });
+        LOCAL.with(|l| l.count(&l.allocs, &l.alloc_bytes, size));
     }
 
     #[inline]
     fn on_free(size: usize) {
-        LOCAL.with(|l| {
-            let n = l.frees.get() + 1;
-            let bytes = l.free_bytes.get() + size as u64;
-            l.frees.set(n);
-            l.free_bytes.set(bytes);
-            if n >= l.flush_at.get() || bytes >= FLUSH_BYTES {
-                l.flush();
-            }
-        });
+        LOCAL.with(|l| l.count(&l.frees, &l.free_bytes, size));
     }
 
     /// Publishes the calling thread's held-back counts now.

@@ -22,6 +22,22 @@ fn get(addr: &str, path: &str) -> String {
     out
 }
 
+/// Starts the fd holder with `args` and `stdin`; the child and its first
+/// line (without the newline).
+fn fd_holder(args: &[&std::ffi::OsStr], stdin: Stdio) -> (std::process::Child, String) {
+    let mut child = Command::new(test_targets::path(Bin::FdHolder))
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim_end().to_owned())
+}
+
 #[test]
 fn path_finds_the_binaries_cargo_built() {
     for (bin, built) in [
@@ -75,19 +91,12 @@ fn the_fd_holder_opens_its_fds() {
     }
     std::fs::create_dir(dir.path().join("logs-12")).unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut child = Command::new(test_targets::path(Bin::FdHolder))
-        .arg("kinds")
-        .arg(dir.path())
-        .arg(peer.local_addr().unwrap().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim_end(), fd_holder::READY);
+    let peer = peer.local_addr().unwrap().to_string();
+    let (mut child, line) = fd_holder(
+        &["kinds".as_ref(), dir.path().as_os_str(), peer.as_ref()],
+        Stdio::null(),
+    );
+    assert_eq!(line, fd_holder::READY);
     let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
         .unwrap()
         .count();
@@ -100,17 +109,8 @@ fn the_fd_holder_opens_its_fds() {
 
 #[test]
 fn the_fd_holder_holds_n_until_stdin_closes() {
-    let mut child = Command::new(test_targets::path(Bin::FdHolder))
-        .args(["dev-null", "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim_end(), format!("{}100", fd_holder::HOLDING));
+    let (mut child, line) = fd_holder(&["dev-null".as_ref(), "100".as_ref()], Stdio::piped());
+    assert_eq!(line, format!("{}100", fd_holder::HOLDING));
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
