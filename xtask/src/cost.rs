@@ -83,8 +83,7 @@ impl Variant {
         }
     }
 
-    /// The row this one's ratio is taken against, and what the issue's
-    /// target for the ratio is, in words.
+    /// The row this one's ratio is taken against.
     fn against(self) -> Option<Variant> {
         match self {
             Variant::Plain => None,
@@ -383,11 +382,14 @@ fn get(addr: SocketAddr, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Median, lowest and highest; NaN for no values (a table cell reads
+/// "NaN", never a panic).
 fn median_and_range(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let med = leakscope_analysis::median(&mut s.clone()).unwrap_or(f64::NAN);
-    (med, s[0], s[s.len() - 1])
+    let med = leakscope_analysis::median(&mut s).unwrap_or(f64::NAN);
+    let lo = s.iter().copied().fold(f64::NAN, f64::min);
+    let hi = s.iter().copied().fold(f64::NAN, f64::max);
+    (med, lo, hi)
 }
 
 /// The table: per load and variant, CPU per request (median, lowest,
