@@ -217,14 +217,22 @@ fn sign(args: &SignArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and returns the future that
+/// resolves on either. Installed before `listening on` is printed: a handler
+/// registered on the future's first poll leaves a window in which a
+/// supervisor's SIGTERM, sent as soon as the server says it is ready, takes
+/// the default action and kills downloads in flight.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("signal received");
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received");
+    })
 }
 
 async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> {
@@ -256,6 +264,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     config.secret = args.secret.load()?;
     config.variant = args.variant;
     let server = Server::bind(config).await?;
+    let shutdown = shutdown_signal()?;
     let addr = server.local_addr();
     tracing::info!(%addr, "serving");
     // Lines on stdout that tools parse; `listening on` comes last and means
@@ -271,7 +280,7 @@ async fn serve(args: ServeArgs, console_addr: Option<SocketAddr>) -> Result<()> 
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
     drop(stdout);
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     #[cfg(feature = "agent")]
     agent.shutdown().await;
     Ok(())

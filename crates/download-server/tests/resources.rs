@@ -180,3 +180,18 @@ fn sigterm_drains_in_flight_downloads() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A supervisor may send SIGTERM the moment the server says it is ready:
+/// the handler must already be there, or the default action kills the
+/// process (and any download in flight). Repeated because the window this
+/// guards is short.
+#[test]
+fn sigterm_on_the_ready_line_is_a_graceful_exit() {
+    let fixture = Fixture::new();
+    for round in 0..20 {
+        let mut server = ServerProcess::spawn(&fixture.root(), &[]);
+        server.signal(rustix::process::Signal::TERM);
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "round {round}: {status:?}");
+    }
+}

@@ -208,6 +208,7 @@ pub async fn record(
             Some(summary)
         })
     });
+    let signalled = shutdown_signal()?;
     let mut progress = Progress::new(quiet, rec.duration);
     let stop = async {
         let load_done = async {
@@ -219,7 +220,7 @@ pub async fn record(
             }
         };
         tokio::select! {
-            _ = shutdown_signal() => Stopped::Signal,
+            _ = signalled => Stopped::Signal,
             _ = load_done => Stopped::LoadEnded,
         }
     };
@@ -251,20 +252,22 @@ pub async fn record(
 
 /// Ctrl-C, SIGTERM, or SIGHUP (the terminal closed): each ends the
 /// recording the graceful way, the target stopped and the run directory
-/// finished.
-async fn shutdown_signal() {
+/// finished. The handlers are installed when this is called, not on the
+/// future's first poll, so a signal that comes early is not the default
+/// action (death with the run unfinished).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
+    let install = |kind| signal(kind).context("installing a signal handler");
+    let mut int = install(SignalKind::interrupt())?;
+    let mut term = install(SignalKind::terminate())?;
+    let mut hup = install(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
 }
 
 pub fn print_summary(writer: &RunWriter, outcome: &Outcome, target: &str) {

@@ -55,12 +55,13 @@ async fn serve(root: String, hooks: bool) {
     if let Some(console) = console {
         println!("{CONSOLE_LINE}{console}");
     }
+    // Before the ready line: a SIGTERM sent on it must find the handler.
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     println!("{SERVER_LINE}{}", server.local_addr());
     if let Ok(work) = std::env::var(WORK_ENV) {
         tokio::spawn(work_on_signal(&work));
     }
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     server
         .run(async move {
             term.recv().await;
