@@ -11,12 +11,27 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use leakscope_agent::Counting;
 use tikv_jemallocator::Jemalloc;
 
+/// How a program reaches its global allocator: `__rust_alloc` and
+/// `__rust_dealloc` are shims the compiler emits, called, not inlined, at
+/// every allocation site. Without them the bare allocator would be inlined
+/// into the loop and the wrapped one not, and the figure would compare
+/// inlining decisions, not what the wrapper adds.
+#[inline(never)]
+unsafe fn rust_alloc<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
+    unsafe { a.alloc(layout) }
+}
+
+#[inline(never)]
+unsafe fn rust_dealloc<A: GlobalAlloc>(a: &A, p: *mut u8, layout: Layout) {
+    unsafe { a.dealloc(p, layout) }
+}
+
 fn pair<A: GlobalAlloc>(a: &A, layout: Layout) {
     // SAFETY: a non-zero layout; the block is freed with the same layout.
     unsafe {
-        let p = a.alloc(layout);
+        let p = rust_alloc(a, layout);
         black_box(p);
-        a.dealloc(p, layout);
+        rust_dealloc(a, p, layout);
     }
 }
 

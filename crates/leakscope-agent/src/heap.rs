@@ -23,7 +23,7 @@ mod imp {
         let size = |r: Result<usize, tikv_jemalloc_ctl::Error>, what| {
             r.map(|v| Some(v as u64)).map_err(|e| ctl(what, e))
         };
-        let (allocs, frees, alloc_bytes, free_bytes) = crate::allocator::counting::totals();
+        let totals = crate::allocator::counting::totals();
         Ok(HeapStats {
             allocator: leakscope_wire::Allocator::Jemalloc,
             allocated: size(stats::allocated::read(), "stats.allocated")?,
@@ -32,10 +32,13 @@ mod imp {
             mapped: size(stats::mapped::read(), "stats.mapped")?,
             retained: size(stats::retained::read(), "stats.retained")?,
             metadata: size(stats::metadata::read(), "stats.metadata")?,
-            allocations_total: Some(allocs),
-            deallocations_total: Some(frees),
-            allocated_bytes_total: Some(alloc_bytes),
-            requested_live_bytes: Some(alloc_bytes.saturating_sub(free_bytes)),
+            // jemalloc counts bytes, not calls (see allocator::counting).
+            allocations_total: None,
+            deallocations_total: None,
+            allocated_bytes_total: totals.map(|(allocated, _)| allocated),
+            // Each thread's counters are read in turn, so frees on one may
+            // be read ahead of the allocations they free on another.
+            live_bytes: totals.map(|(allocated, freed)| allocated.saturating_sub(freed)),
             live_allocations: None,
             peak_allocated: None,
             sample_interval_bytes: sample_interval_lg()?.map(|lg| 1u64 << lg),
@@ -177,7 +180,7 @@ mod imp {
             allocations_total: Some(s.total_blocks),
             deallocations_total: Some(s.total_blocks - s.curr_blocks as u64),
             allocated_bytes_total: Some(s.total_bytes),
-            requested_live_bytes: Some(s.curr_bytes as u64),
+            live_bytes: Some(s.curr_bytes as u64),
             live_allocations: Some(s.curr_blocks as u64),
             peak_allocated: Some(s.max_bytes as u64),
             sample_interval_bytes: None,

@@ -177,7 +177,7 @@ fn allocator(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         ("leakscope_jemalloc_mapped", "Bytes mapped by jemalloc (stats.mapped).", s.mapped),
         ("leakscope_jemalloc_retained", "Virtual bytes jemalloc keeps reserved for reuse (stats.retained).", s.retained),
         ("leakscope_jemalloc_metadata", "jemalloc metadata bytes (stats.metadata).", s.metadata),
-        ("leakscope_allocator_requested_live", "Bytes requested and not yet freed, without size-class rounding.", s.requested_live_bytes),
+        ("leakscope_allocator_live", "Bytes allocated and not yet freed, without thread-cache slack (jemalloc: size-class bytes from its per-thread counters).", s.live_bytes),
     ] {
         if let Some(v) = v {
             gauge(e, name, help, bytes, v)?;
@@ -197,8 +197,8 @@ fn allocator(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
             s.deallocations_total,
         ),
         (
-            "leakscope_allocator_requested",
-            "Bytes requested by all allocations since start.",
+            "leakscope_allocator_allocated",
+            "Bytes of all allocations since start (jemalloc: size-class bytes).",
             bytes,
             s.allocated_bytes_total,
         ),

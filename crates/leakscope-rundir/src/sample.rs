@@ -138,7 +138,10 @@ pub struct HeapSample {
     pub active: Option<u64>,
     pub allocations_total: Option<u64>,
     pub allocated_bytes_total: Option<u64>,
-    pub requested_live_bytes: Option<u64>,
+    /// Allocated and not freed (see leakscope-wire's `HeapStats`); run
+    /// directories written before the rename call it `requested_live_bytes`.
+    #[serde(alias = "requested_live_bytes")]
+    pub live_bytes: Option<u64>,
 }
 
 /// Requests served: from the target's /metrics or leakscope's load driver.

@@ -50,24 +50,28 @@ pub struct HeapStats {
     /// Allocator metadata bytes.
     #[serde(deserialize_with = "required")]
     pub metadata: Option<u64>,
-    /// Allocations since start (cumulative, so rate = Δ / Δt; a reallocation
-    /// counts as one allocation and one deallocation). With jemalloc each
-    /// running thread may hold back up to 63 events and 256 KiB not yet
-    /// published; nothing is lost.
+    /// Allocations since start (cumulative, so rate = Δ / Δt; a
+    /// reallocation counts as one allocation and one deallocation), where
+    /// the allocator counts them: dhat. jemalloc does not count calls
+    /// without cost on its fast path, so a jemalloc build answers `null`.
     #[serde(deserialize_with = "required")]
     pub allocations_total: Option<u64>,
-    /// Deallocations since start (same lag).
+    /// Deallocations since start (dhat only, as above).
     #[serde(deserialize_with = "required")]
     pub deallocations_total: Option<u64>,
-    /// Bytes requested by all allocations since start (cumulative): the
-    /// allocation *rate* in bytes, which churn grows even when nothing leaks.
+    /// Bytes of all allocations since start (cumulative): the allocation
+    /// *rate* in bytes, which churn grows even when nothing leaks. dhat
+    /// counts requested sizes; jemalloc its size classes, summed over its
+    /// per-thread counters.
     #[serde(deserialize_with = "required")]
     pub allocated_bytes_total: Option<u64>,
-    /// Bytes requested and not yet freed. Unlike `allocated` it excludes
-    /// size-class rounding and thread-cache slack, so it moves only when the
-    /// program's own allocations do (within the per-thread publishing lag).
-    #[serde(deserialize_with = "required")]
-    pub requested_live_bytes: Option<u64>,
+    /// Bytes allocated and not yet freed, counted as `allocated_bytes_total`
+    /// is. Unlike `allocated` it excludes thread-cache slack, so it moves
+    /// only when the program's own allocations do. Named
+    /// `requested_live_bytes` before jemalloc's own counters replaced the
+    /// agent's; old answers still read.
+    #[serde(deserialize_with = "required", alias = "requested_live_bytes")]
+    pub live_bytes: Option<u64>,
     /// Live allocation count where the allocator knows it exactly (dhat).
     #[serde(deserialize_with = "required")]
     pub live_allocations: Option<u64>,
@@ -95,7 +99,7 @@ mod tests {
             allocations_total: Some(4),
             deallocations_total: Some(5),
             allocated_bytes_total: Some(6),
-            requested_live_bytes: Some(7),
+            live_bytes: Some(7),
             live_allocations: None,
             peak_allocated: None,
             sample_interval_bytes: Some(524_288),
@@ -125,5 +129,16 @@ mod tests {
             .insert("allocated_now".into(), allocated);
         let err = serde_json::from_value::<HeapStats>(v).unwrap_err();
         assert!(err.to_string().contains("`allocated`"), "{err}");
+    }
+
+    /// An agent from before the rename still answers `requested_live_bytes`.
+    #[test]
+    fn the_old_name_of_live_bytes_still_reads() {
+        let mut v = serde_json::to_value(stats()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        let live = o.remove("live_bytes").unwrap();
+        o.insert("requested_live_bytes".into(), live);
+        let back: HeapStats = serde_json::from_value(v).unwrap();
+        assert_eq!(back, stats());
     }
 }

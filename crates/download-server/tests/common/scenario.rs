@@ -76,12 +76,10 @@ pub fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-/// Bytes the program has requested and not freed (leakscope-agent's counter).
+/// Bytes the program has allocated and not freed (jemalloc's per-thread
+/// counters, summed by leakscope-agent).
 pub fn live_heap() -> u64 {
-    leakscope_agent::heap::stats()
-        .unwrap()
-        .requested_live_bytes
-        .unwrap()
+    leakscope_agent::heap::stats().unwrap().live_bytes.unwrap()
 }
 
 /// Bytes allocated since start, cumulative.

@@ -41,7 +41,7 @@ impl AgentSource {
             active: s.active,
             allocations_total: s.allocations_total,
             allocated_bytes_total: s.allocated_bytes_total,
-            requested_live_bytes: s.requested_live_bytes,
+            live_bytes: s.live_bytes,
         })
     }
 
