@@ -405,7 +405,7 @@ pub(crate) fn spawn_listener(addr: SocketAddr, state: Arc<State>) -> Result<List
     let thread = std::thread::Builder::new()
         .name(crate::metrics::AGENT_THREAD.into())
         .spawn(move || {
-            let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::new());
+            let _quiet = crate::muted::mute_this_thread();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(2)

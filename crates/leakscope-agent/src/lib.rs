@@ -44,6 +44,7 @@ mod dhat_session;
 pub mod heap;
 mod http;
 pub mod metrics;
+mod muted;
 pub(crate) mod runtime;
 pub mod tasks;
 
