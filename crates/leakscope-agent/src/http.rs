@@ -406,9 +406,16 @@ pub(crate) fn spawn_listener(addr: SocketAddr, state: Arc<State>) -> Result<List
         .name(crate::metrics::AGENT_THREAD.into())
         .spawn(move || {
             let _quiet = crate::muted::mute_this_thread();
+            // Its blocking threads (profiles, symbolizing) carry the
+            // agent's name and stay, so the agent's CPU is every thread of
+            // that name (`leakscope_agent_thread_cpu_seconds_total`, and
+            // what the cost bench charges to the sidecar) and never falls
+            // when one exits.
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(2)
+                .thread_name(crate::metrics::AGENT_THREAD)
+                .thread_keep_alive(Duration::MAX)
                 .build()
             {
                 Ok(rt) => rt,
