@@ -69,6 +69,11 @@ enum Variant {
     /// The same process with `leakscope record --pid` attached at 4 Hz
     /// (procfs, agent and metrics sources).
     Sidecar,
+    /// The default build with tokio-console's layer on (`--console`).
+    Console,
+    /// The default build with the task hooks off
+    /// (`LEAKSCOPE_TASK_HOOKS=off`): against the agent, what they cost.
+    NoHooks,
     /// nginx, one worker per core, sendfile (when installed).
     Nginx,
 }
@@ -79,6 +84,8 @@ impl Variant {
             Variant::Plain => "download-server, jemalloc alone",
             Variant::Agent => "download-server + agent",
             Variant::Sidecar => "download-server + agent + sidecar at 4 Hz",
+            Variant::Console => "download-server + agent + tokio-console",
+            Variant::NoHooks => "download-server + agent, task hooks off",
             Variant::Nginx => "nginx",
         }
     }
@@ -88,7 +95,7 @@ impl Variant {
         match self {
             Variant::Plain => None,
             Variant::Agent => Some(Variant::Plain),
-            Variant::Sidecar => Some(Variant::Agent),
+            Variant::Sidecar | Variant::Console | Variant::NoHooks => Some(Variant::Agent),
             Variant::Nginx => Some(Variant::Plain),
         }
     }
@@ -119,6 +126,8 @@ struct Measure {
 struct Targets {
     plain: Server,
     agent: Server,
+    console: Server,
+    no_hooks: Server,
     nginx: Option<Nginx>,
     leakscope: PathBuf,
     dir: PathBuf,
@@ -139,6 +148,17 @@ pub fn run(args: &CostArgs) -> Result<()> {
     let targets = Targets {
         plain: Server::start(&plain_bin, &root, &[])?,
         agent: Server::start(&agent_bin, &root, &["--debug-listen", "127.0.0.1:0"])?,
+        console: Server::start(
+            &agent_bin,
+            &root,
+            &["--debug-listen", "127.0.0.1:0", "--console", "127.0.0.1:0"],
+        )?,
+        no_hooks: Server::start_with_env(
+            &agent_bin,
+            &root,
+            &["--debug-listen", "127.0.0.1:0"],
+            &[("LEAKSCOPE_TASK_HOOKS", "off")],
+        )?,
         nginx,
         leakscope,
         dir: dir.clone(),
@@ -148,7 +168,13 @@ pub fn run(args: &CostArgs) -> Result<()> {
         .debug
         .context("the agent build printed no debug address")?;
     let _scraper = Scraper::start(debug);
-    let mut variants = vec![Variant::Plain, Variant::Agent, Variant::Sidecar];
+    let mut variants = vec![
+        Variant::Plain,
+        Variant::Agent,
+        Variant::Sidecar,
+        Variant::Console,
+        Variant::NoHooks,
+    ];
     if targets.nginx.is_some() {
         variants.push(Variant::Nginx);
     }
@@ -218,6 +244,8 @@ fn measure(t: &Targets, v: Variant, load: &Load, secs: Duration) -> Result<Measu
     let (addr, pids) = match v {
         Variant::Plain => (t.plain.addr, vec![t.plain.pid()]),
         Variant::Agent | Variant::Sidecar => (t.agent.addr, vec![t.agent.pid()]),
+        Variant::Console => (t.console.addr, vec![t.console.pid()]),
+        Variant::NoHooks => (t.no_hooks.addr, vec![t.no_hooks.pid()]),
         Variant::Nginx => {
             let n = t.nginx.as_ref().context("no nginx")?;
             (n.addr, n.pids())
@@ -227,7 +255,12 @@ fn measure(t: &Targets, v: Variant, load: &Load, secs: Duration) -> Result<Measu
         Variant::Sidecar => Some(attach(t, secs)?),
         _ => None,
     };
-    let agent_pid = matches!(v, Variant::Agent | Variant::Sidecar).then(|| t.agent.pid());
+    let agent_pid = match v {
+        Variant::Agent | Variant::Sidecar => Some(t.agent.pid()),
+        Variant::Console => Some(t.console.pid()),
+        Variant::NoHooks => Some(t.no_hooks.pid()),
+        Variant::Plain | Variant::Nginx => None,
+    };
     let agent_before = agent_pid.map(agent_threads_ns).transpose()?;
     let before = cpu_ns(&pids)?;
     let out = Command::new(&t.leakscope)

@@ -319,11 +319,22 @@ impl Server {
     /// The release server on a free port, admission never refusing, with
     /// `extra` arguments.
     pub(crate) fn start(bin: &Path, root: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(bin, root, extra, &[])
+    }
+
+    /// [`Server::start`] with environment variables set for the server.
+    pub(crate) fn start_with_env(
+        bin: &Path,
+        root: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("--root")
             .arg(root)
             .args(["--listen", "127.0.0.1:0", "--max-inflight", "100000"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
