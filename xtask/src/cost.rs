@@ -163,11 +163,15 @@ pub fn run(args: &CostArgs) -> Result<()> {
         leakscope,
         dir: dir.clone(),
     };
-    let debug = targets
-        .agent
-        .debug
-        .context("the agent build printed no debug address")?;
-    let _scraper = Scraper::start(debug);
+    // Every agent build is scraped alike, so their rows differ only in
+    // what each row says.
+    let mut scrapers = Vec::new();
+    for server in [&targets.agent, &targets.console, &targets.no_hooks] {
+        let debug = server
+            .debug
+            .context("the agent build printed no debug address")?;
+        scrapers.push(Scraper::start(debug));
+    }
     let mut variants = vec![
         Variant::Plain,
         Variant::Agent,

@@ -93,14 +93,13 @@ pub(crate) fn baked_conf_linked() -> bool {
 /// branch never taken after a thread's first call.
 ///
 /// A thread's first call (an allocation or a free) registers its two
-/// counters' addresses in [`REGISTRY`]; a thread-local's destructor folds
+/// counters' addresses in [`REGISTRY`]; a pthread key's destructor folds
 /// their last values into the registry's totals and removes them when the
-/// thread exits. glibc runs such destructors before the pthread-key ones
-/// that retire jemalloc's per-thread data, and the counters live in the
-/// thread's static TLS block, so every address in the registry is valid
-/// while it is there. Calls a thread makes after its exit hook ran (from
-/// later destructors) are folded one by one, under the lock. Nothing is
-/// missed, and nothing is counted twice.
+/// thread exits. The counters live in the thread's static TLS block, which
+/// stays until the thread is gone, after every destructor, so every address
+/// in the registry is valid while it is there. Calls a thread makes after
+/// its exit hook ran (from later destructors) are folded one by one, under
+/// the lock. Nothing is missed, and nothing is counted twice.
 #[cfg(feature = "jemalloc")]
 pub mod counting {
     use std::alloc::{GlobalAlloc, Layout};
@@ -184,30 +183,54 @@ pub mod counting {
         /// What this thread's counters read when they were last folded
         /// into the registry's totals (`Folding` only).
         static FOLDED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-        // Its destructor is registered on first use; on glibc that goes
-        // through __cxa_thread_atexit_impl, whose bookkeeping uses libc's
-        // malloc symbol, which jemalloc serves without this wrapper.
-        static EXIT: Deregister = const { Deregister };
     }
 
-    /// Takes the thread out of the registry when it exits.
-    struct Deregister;
+    /// The exit hook: a pthread key whose destructor takes the thread out
+    /// of the registry, set when the thread registers.
+    ///
+    /// A key rather than a Rust thread-local with a destructor: glibc runs
+    /// key destructors after the thread-locals', and runs them again for a
+    /// key set while they run. A thread-local's destructor registered once
+    /// the thread-locals are gone (a thread whose first call comes from a
+    /// key destructor, as C code's may) would never run, and its thread's
+    /// addresses would stay in the registry after it. `None` if no key can
+    /// be had: threads then fold, call by call.
+    fn exit_key() -> Option<libc::pthread_key_t> {
+        static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
+        *KEY.get_or_init(|| {
+            let mut key = 0;
+            // SAFETY: a fresh key; `on_exit` has the destructor's signature.
+            let made = unsafe { libc::pthread_key_create(&mut key, Some(on_exit)) };
+            (made == 0).then_some(key)
+        })
+    }
 
-    impl Drop for Deregister {
-        fn drop(&mut self) {
-            let Some(mine) = Counters::of_this_thread() else {
-                return;
-            };
-            let now = mine.read();
-            let mut r = registry();
-            if let Some(i) = r.live.iter().position(|c| c.allocated == mine.allocated) {
-                r.live.swap_remove(i);
-                r.gone.0 += now.0;
-                r.gone.1 += now.1;
-            }
-            drop(r);
-            FOLDED.with(|f| f.set(now));
-            STATE.with(|s| s.set(State::Folding));
+    /// The key's destructor: glibc calls it at thread exit, the value
+    /// (any non-null) already cleared.
+    unsafe extern "C" fn on_exit(_: *mut libc::c_void) {
+        let Some(mine) = Counters::of_this_thread() else {
+            return;
+        };
+        let now = mine.read();
+        let mut r = registry();
+        if let Some(i) = r.live.iter().position(|c| c.allocated == mine.allocated) {
+            r.live.swap_remove(i);
+            r.gone.0 += now.0;
+            r.gone.1 += now.1;
+        }
+        drop(r);
+        FOLDED.with(|f| f.set(now));
+        STATE.with(|s| s.set(State::Folding));
+    }
+
+    /// Arms the exit hook for this thread; false if it cannot be.
+    fn arm_exit_hook() -> bool {
+        let Some(key) = exit_key() else {
+            return false;
+        };
+        // SAFETY: a live key; the value is only a non-null marker.
+        unsafe {
+            libc::pthread_setspecific(key, std::ptr::NonNull::<u8>::dangling().as_ptr().cast()) == 0
         }
     }
 
@@ -238,9 +261,8 @@ pub mod counting {
             State::Registered => {}
             // The exit hook must be set before the thread is listed: an
             // address left in the registry after its thread is gone would
-            // be read after free. Failing means the thread is already
-            // running its destructors; it folds instead.
-            State::New if EXIT.try_with(|_| ()).is_ok() => {
+            // be read after free. Without one the thread folds instead.
+            State::New if arm_exit_hook() => {
                 STATE.with(|s| s.set(State::Registered));
                 // The push may allocate: this thread is already marked.
                 registry().live.push(mine);

@@ -45,7 +45,9 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// The content type of the Prometheus text (0.0.4) answer.
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The name the agent's listener thread carries (also its `comm`).
+/// The name the agent's threads carry (also their `comm`): its listener
+/// and its runtime's blocking threads, which run heap dumps and CPU
+/// profiles and are kept, so their CPU stays countable.
 pub(crate) const AGENT_THREAD: &str = "leakscope-agent";
 
 static COLLECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -162,8 +164,9 @@ fn process(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     Ok(())
 }
 
-/// jemalloc's figures and the counting wrapper's totals; a failed mallctl
-/// read leaves them all out.
+/// jemalloc's figures and its per-thread byte counters' totals; a failed
+/// mallctl read leaves them all out. (jemalloc keeps no call counts that
+/// see its thread caches, so there are none here.)
 #[cfg(feature = "jemalloc")]
 fn allocator(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let Ok(s) = crate::heap::stats() else {
@@ -183,29 +186,9 @@ fn allocator(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
             gauge(e, name, help, bytes, v)?;
         }
     }
-    for (name, help, unit, v) in [
-        (
-            "leakscope_allocator_allocations",
-            "Allocations since start (a reallocation counts once).",
-            None,
-            s.allocations_total,
-        ),
-        (
-            "leakscope_allocator_deallocations",
-            "Deallocations since start.",
-            None,
-            s.deallocations_total,
-        ),
-        (
-            "leakscope_allocator_allocated",
-            "Bytes of all allocations since start (jemalloc: size-class bytes).",
-            bytes,
-            s.allocated_bytes_total,
-        ),
-    ] {
-        if let Some(v) = v {
-            counter(e, name, help, unit, v)?;
-        }
+    if let Some(v) = s.allocated_bytes_total {
+        let help = "Bytes of all allocations since start (jemalloc: size-class bytes).";
+        counter(e, "leakscope_allocator_allocated", help, bytes, v)?;
     }
     Ok(())
 }
@@ -256,8 +239,8 @@ fn own_cost(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         secs,
     )?;
     if let Some(cpu) = procfs::thread_cpu_seconds(AGENT_THREAD) {
-        let help = "User and system CPU seconds of the agent's listener thread (serving the \
-                    endpoints; heap dumps and CPU profiles run on blocking threads, not counted).";
+        let help = "User and system CPU seconds of the agent's threads: its listener (serving the \
+                    endpoints) and the blocking threads its heap dumps and CPU profiles run on.";
         counter(
             e,
             "leakscope_agent_thread_cpu",

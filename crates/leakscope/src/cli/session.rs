@@ -172,6 +172,8 @@ pub async fn record(
         heap_profile_every: Some(rec.heap_profile_every),
         task_dump: rec.task_dump,
     };
+    // First: an error here must leave nothing spawned behind it.
+    let signalled = shutdown_signal()?;
     let first_tick = Arc::new(Notify::new());
     let load_ended = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
@@ -208,7 +210,6 @@ pub async fn record(
             Some(summary)
         })
     });
-    let signalled = shutdown_signal()?;
     let mut progress = Progress::new(quiet, rec.duration);
     let stop = async {
         let load_done = async {
