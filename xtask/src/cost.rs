@@ -243,28 +243,34 @@ fn build(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((plain, agent, release.join("leakscope")))
 }
 
+impl Targets {
+    /// The download server a variant runs on; `None` for nginx.
+    fn server(&self, v: Variant) -> Option<&Server> {
+        match v {
+            Variant::Plain => Some(&self.plain),
+            Variant::Agent | Variant::Sidecar => Some(&self.agent),
+            Variant::Console => Some(&self.console),
+            Variant::NoHooks => Some(&self.no_hooks),
+            Variant::Nginx => None,
+        }
+    }
+}
+
 /// One fixed-rate run: the target's CPU over it, per completed request.
 fn measure(t: &Targets, v: Variant, load: &Load, secs: Duration) -> Result<Measure> {
-    let (addr, pids) = match v {
-        Variant::Plain => (t.plain.addr, vec![t.plain.pid()]),
-        Variant::Agent | Variant::Sidecar => (t.agent.addr, vec![t.agent.pid()]),
-        Variant::Console => (t.console.addr, vec![t.console.pid()]),
-        Variant::NoHooks => (t.no_hooks.addr, vec![t.no_hooks.pid()]),
-        Variant::Nginx => {
-            let n = t.nginx.as_ref().context("no nginx")?;
-            (n.addr, n.pids())
-        }
+    let (addr, pids) = match (t.server(v), &t.nginx) {
+        (Some(server), _) => (server.addr, vec![server.pid()]),
+        (None, Some(nginx)) => (nginx.addr, nginx.pids()),
+        (None, None) => bail!("no nginx"),
     };
     let sidecar = match v {
         Variant::Sidecar => Some(attach(t, secs)?),
         _ => None,
     };
-    let agent_pid = match v {
-        Variant::Agent | Variant::Sidecar => Some(t.agent.pid()),
-        Variant::Console => Some(t.console.pid()),
-        Variant::NoHooks => Some(t.no_hooks.pid()),
-        Variant::Plain | Variant::Nginx => None,
-    };
+    let agent_pid = (v != Variant::Plain)
+        .then(|| t.server(v))
+        .flatten()
+        .map(Server::pid);
     let agent_before = agent_pid.map(agent_threads_ns).transpose()?;
     let before = cpu_ns(&pids)?;
     let out = Command::new(&t.leakscope)

@@ -241,6 +241,17 @@ pub mod counting {
         STATE.with(Cell::get) == State::Registered
     }
 
+    /// Every call of the wrapper: straight through on a registered thread
+    /// (a tail call), through [`off_registry`] otherwise.
+    #[inline(always)]
+    fn counted<R>(call: impl FnOnce() -> R) -> R {
+        if registered() {
+            call()
+        } else {
+            off_registry(call)
+        }
+    }
+
     /// A call on a thread not (or no longer) in the registry: the call,
     /// then its bookkeeping.
     #[cold]
@@ -333,22 +344,14 @@ pub mod counting {
     unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
         #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let p = if registered() {
-                unsafe { self.0.alloc(layout) }
-            } else {
-                off_registry(|| unsafe { self.0.alloc(layout) })
-            };
+            let p = counted(|| unsafe { self.0.alloc(layout) });
             groups::alloc(p, layout.size());
             p
         }
 
         #[inline]
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            let p = if registered() {
-                unsafe { self.0.alloc_zeroed(layout) }
-            } else {
-                off_registry(|| unsafe { self.0.alloc_zeroed(layout) })
-            };
+            let p = counted(|| unsafe { self.0.alloc_zeroed(layout) });
             groups::alloc(p, layout.size());
             p
         }
@@ -356,20 +359,12 @@ pub mod counting {
         #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             groups::dealloc(ptr);
-            if registered() {
-                unsafe { self.0.dealloc(ptr, layout) }
-            } else {
-                off_registry(|| unsafe { self.0.dealloc(ptr, layout) })
-            }
+            counted(|| unsafe { self.0.dealloc(ptr, layout) })
         }
 
         #[inline]
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let p = if registered() {
-                unsafe { self.0.realloc(ptr, layout, new_size) }
-            } else {
-                off_registry(|| unsafe { self.0.realloc(ptr, layout, new_size) })
-            };
+            let p = counted(|| unsafe { self.0.realloc(ptr, layout, new_size) });
             if !p.is_null() {
                 groups::realloc(ptr, p, new_size);
             }
